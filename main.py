@@ -1,0 +1,307 @@
+"""Sumie's composition root: the command line (serve | run), settings, registry and wiring.
+
+    python main.py                 start the server with the editor (same as `python main.py serve`)
+    python main.py run FILE.json   run a saved workflow headlessly, in-process
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graph import Executor, Folders, InterruptToken, NodeRegistry, RunRequest, make_cache
+from graph.errors import RequestError
+from graph.events import Event, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunInterrupted
+from graph.formats import detect_format, parse_prompt_request
+from graph.jsonio import loads_strict
+from graph.limits import Limits
+from graph.workflow import PromptRequest, parse_api_workflow
+
+ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("sumie")
+
+# Built-in node modules, each exposing a NODES list. Modules that need torch are skipped (with the
+# reason logged) when torch is not installed, so the engine still runs torch-free workflows.
+BUILTIN_NODE_MODULES = ("nodes.primitives", "nodes.utility")
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    folders: Folders
+    force_cpu: bool = False
+    cache: str = "recent:1"
+    listen: str = "127.0.0.1"
+    port: int = 8188
+    limits: Limits = field(default_factory=Limits)
+
+
+def build_registry(modules: Sequence[str] = BUILTIN_NODE_MODULES) -> NodeRegistry:
+    registry = NodeRegistry()
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            log.warning("built-in nodes %s unavailable: %s", name, exc)
+            registry.record_failed_pack(name, f"{type(exc).__name__}: {exc}")
+            continue
+        registry.register_module(module, source=name)
+    return registry
+
+
+def build_executor(settings: Settings, registry: NodeRegistry) -> Executor:
+    return Executor(registry, cache=make_cache(settings.cache), folders=settings.folders,
+                    services={"force_cpu": settings.force_cpu}, limits=settings.limits)
+
+
+# -- arguments -------------------------------------------------------------------------------------
+def _folder_args(parser: argparse.ArgumentParser) -> None:
+    for name, help_text in (("models", "model files (checkpoints/, loras/, vae/, ...)"),
+                            ("input", "images LoadImage reads and uploads land in"),
+                            ("output", "saved images"),
+                            ("user", "saved workflows, settings and the job database"),
+                            ("temp", "previews (cleared on start)")):
+        env = f"SUMIE_{name.upper()}_DIR"
+        parser.add_argument(f"--{name}-dir", default=os.environ.get(env), metavar="DIR",
+                            help=f"folder for {help_text}; env {env}; default ./{name}/ beside main.py")
+    parser.add_argument("--cpu", action="store_true", default=os.environ.get("SUMIE_CPU") == "1",
+                        help="run on the CPU even when a GPU is present (env SUMIE_CPU=1)")
+    parser.add_argument("--cache", default=os.environ.get("SUMIE_CACHE", "recent:1"),
+                        help="what to keep between prompts: none, recent[:N] (results of the last N prompts) "
+                             "or ram:SIZE (e.g. ram:8GB, least recently used first); default recent:1")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description="Sumie: a node-graph workflow engine for "
+                                     "Stable Diffusion.")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="start the server and the editor (the default)")
+    serve.add_argument("--listen", default=os.environ.get("SUMIE_LISTEN", "127.0.0.1"),
+                       help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("SUMIE_PORT", "8188")))
+    _folder_args(serve)
+    run = sub.add_parser("run", help="run a saved workflow headlessly, without a server")
+    run.add_argument("workflow", type=Path, help="an API-format workflow JSON file (or a POST /prompt body)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
+                     help="override an input; VALUE is read as JSON when it parses, else as text (repeatable)")
+    run.add_argument("--json", action="store_true", help="stream events as JSON lines on stdout")
+    run.add_argument("--timeout", type=float, default=None, help="stop the run after this many seconds")
+    _folder_args(run)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    def folder(name: str) -> Path:
+        value = getattr(args, f"{name}_dir", None)
+        return Path(value).expanduser().resolve() if value else ROOT / name
+
+    folders = Folders(models=folder("models"), input=folder("input"), output=folder("output"),
+                      temp=folder("temp"), user=folder("user"))
+    return Settings(folders=folders, force_cpu=args.cpu, cache=args.cache, listen=getattr(args, "listen", "127.0.0.1"),
+                    port=getattr(args, "port", 8188))
+
+
+# -- run -------------------------------------------------------------------------------------------
+class CommandError(Exception):
+    pass
+
+
+def load_workflow_file(path: Path) -> PromptRequest:
+    try:
+        data = loads_strict(path.read_bytes())
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except RequestError as exc:
+        raise CommandError(f"{path}: {exc.issue.message}") from None
+    kind = detect_format(data)
+    if kind == "envelope":
+        try:
+            return parse_prompt_request(data)
+        except RequestError as exc:
+            raise CommandError(f"{path}: {exc.issue.message}") from None
+    if kind == "api":
+        return PromptRequest(workflow=parse_api_workflow(data))
+    if kind == "ui":
+        raise CommandError(f"{path} is an editor-format workflow; this version runs API-format files: in the "
+                           "editor use 'Export (API)' and run that file")
+    raise CommandError(f"{path}: expected a JSON object of nodes, got {type(data).__name__}")
+
+
+def apply_overrides(request: PromptRequest, overrides: Sequence[str]) -> None:
+    nodes = request.workflow.nodes
+    for item in overrides:
+        target, sep, text = item.partition("=")
+        node_id, dot, input_name = target.partition(".")
+        if not sep or not dot or not input_name:
+            raise CommandError(f"--set {item!r}: write NODE_ID.INPUT=VALUE, e.g. --set 3.seed=42")
+        if node_id not in nodes:
+            raise CommandError(f"--set {item!r}: there is no node {node_id!r} in the workflow")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        if isinstance(value, list):
+            value = {"__value__": value}
+        if isinstance(value, dict) and "__value__" in value:
+            value = value["__value__"]
+        nodes[node_id].inputs[input_name] = value
+
+
+class _Reporter:
+    """Listens to run events: a progress bar per node (tqdm) or JSON lines on stdout."""
+
+    def __init__(self, *, as_json: bool, class_of: dict[str, str]) -> None:
+        self.as_json = as_json
+        self.class_of = class_of
+        self.bar: Any = None
+        self.lock = threading.Lock()
+        self.quiet = not sys.stderr.isatty()
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            if self.as_json:
+                self._json(event)
+            else:
+                self._bar(event)
+
+    def _json(self, event: Event) -> None:
+        data = asdict(event)
+        data.pop("preview", None)
+        name = "".join("_" + c.lower() if c.isupper() else c for c in type(event).__name__).lstrip("_")
+        sys.stdout.write(json.dumps({"type": name, **data}, default=repr, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    def _bar(self, event: Event) -> None:
+        from tqdm import tqdm
+
+        if isinstance(event, NodeStarted):
+            self._close()
+            if not self.quiet:
+                self.bar = tqdm(total=None, desc=f"{event.node_id} {event.class_type}", leave=False, file=sys.stderr,
+                                unit="step", dynamic_ncols=True)
+        elif isinstance(event, Progress) and self.bar is not None:
+            if self.bar.total != event.max:
+                self.bar.reset(total=event.max)
+            self.bar.n = event.value
+            self.bar.refresh()
+        elif isinstance(event, NodeFinished):
+            self._close()
+            if event.ui and "text" in event.ui:
+                for text in event.ui["text"]:
+                    print(f"[{event.node_id} {event.class_type}] {text}", file=sys.stderr)
+        elif isinstance(event, (NodeFailed, RunInterrupted, RunFinished)):
+            self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def output_paths(outputs: dict[str, dict[str, Any]], folders: Folders) -> list[Path]:
+    """Files named in output nodes' `ui` (images, gifs, audio, files) resolved under their folder."""
+    roots = {"output": folders.output, "temp": folders.temp, "input": folders.input}
+    paths: list[Path] = []
+    for ui in outputs.values():
+        for key in ("images", "gifs", "audio", "video", "files"):
+            for item in ui.get(key, ()):
+                if isinstance(item, dict) and "filename" in item:
+                    root = roots.get(item.get("type", "output"), folders.output)
+                    paths.append(root / item.get("subfolder", "") / item["filename"])
+    return paths
+
+
+def command_run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        request = load_workflow_file(args.workflow)
+        apply_overrides(request, args.overrides)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    registry = build_registry()
+    executor = build_executor(settings, registry)
+    validation = executor.validate(request.workflow, request.partial_execution_targets)
+    for node_id, issue in validation.warnings:
+        print(f"warning: {issue.describe(node_id)}", file=sys.stderr)
+    if not validation.ok or validation.node_errors:
+        for line in validation.messages():
+            print(f"error: {line}", file=sys.stderr)
+        if not validation.ok:
+            if args.json:
+                print(json.dumps({"type": "validation_failed", **validation.to_json()}))
+            return EXIT_ERROR
+    token = InterruptToken(timeout=args.timeout)
+    reporter = _Reporter(as_json=args.json, class_of={k: n.class_type for k, n in validation.workflow.nodes.items()})
+    run_request = RunRequest(validation=validation, run_id=request.prompt_id or str(uuid.uuid4()),
+                             extra_data=request.extra_data, interrupt=token, listeners=[reporter])
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(outcome=executor.run(run_request)), daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        token.set("interrupted")
+        print("\ninterrupting...", file=sys.stderr)
+        worker.join()
+    outcome = result.get("outcome")
+    if outcome is None:
+        print("error: the run ended unexpectedly (see the log above)", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.json:
+        for path in output_paths(outcome.outputs, settings.folders):
+            print(path)
+    if outcome.status == "success":
+        return EXIT_OK
+    if outcome.status == "interrupted":
+        print(f"interrupted ({outcome.reason}) at node {outcome.interrupted_at}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failure = outcome.failure
+    if failure is not None:
+        print(f"error: {failure.describe()}", file=sys.stderr)
+        if args.verbose:
+            print("".join(failure.traceback), file=sys.stderr)
+    return EXIT_ERROR
+
+
+# -- serve -----------------------------------------------------------------------------------------
+def command_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        server_app = importlib.import_module("server.app")
+    except ImportError as exc:
+        print(f"error: the server is not available in this installation: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    registry = build_registry()
+    return server_app.serve(settings, registry, build_executor(settings, registry))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "serve")
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "run":
+        return command_run(args)
+    return command_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

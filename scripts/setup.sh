@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv. Idempotent and quiet when up to date.
+# torch is pinned to the local CPU wheel first, so the rest of the install never pulls CUDA packages;
+# on a GPU machine set SUMIE_TORCH="torch==<version>+cu124" (or install torch yourself first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.sumie-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q "${SUMIE_TORCH:-torch==2.13.0}"
+  # The dependencies of pyproject.toml, plus the test tools.
+  .venv/bin/python - <<'PYEOF' > .venv/requirements.txt
+import tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))
+PYEOF
+  .venv/bin/python -m pip install -q -r .venv/requirements.txt
+  echo "$want" > "$stamp"
+fi
