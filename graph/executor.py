@@ -122,7 +122,6 @@ class _Run:
         self.expansions: dict[str, list[Any]] = {}
         self.executed: list[str] = []
         self.outputs: dict[str, dict[str, Any]] = {}
-        self.used_keys: set[Key] = set()
         self._instances: dict[str, Any] = {}
         self.output_set = frozenset(request.validation.outputs)
         get_def = executor.registry.__getitem__
@@ -146,8 +145,14 @@ class _Run:
         self.strong_deps[nid] = deps
 
     def _fingerprint(self, node: NodeInstance, node_def: NodeDef) -> Any:
+        """The node's fingerprint hook, given its constant inputs; a failing hook means "never cached"."""
         constants = {k: v for k, v in node.inputs.items() if type(v) is not Link and k in node_def.inputs}
-        return self._instance(node.id, node_def).fingerprint(**constants)
+        try:
+            return self._instance(node.id, node_def).fingerprint(**constants)
+        except Exception as exc:
+            log.warning("node %s (%s): fingerprint() failed, so it is not cached: %s: %s", node.id,
+                        node.class_type, type(exc).__name__, exc)
+            return float("nan")
 
     def _instance(self, nid: str, node_def: NodeDef) -> Any:
         obj = self._instances.get(nid)
@@ -164,7 +169,6 @@ class _Run:
         if entry is None:
             return False
         self.store[key] = entry  # pinned for this run, whatever the policy evicts meanwhile
-        self.used_keys.add(key)
         return True
 
     # -- the loop ------------------------------------------------------------------------------
@@ -205,7 +209,9 @@ class _Run:
         return self._finish("success")
 
     def _finish(self, status: str, **kw: Any) -> RunOutcome:
-        self.ex.cache.end_run(self.used_keys)
+        # Everything in this prompt counts as used, cached ancestors of cached nodes included, so a
+        # policy keeping "the last N prompts" keeps what the next small change will need.
+        self.ex.cache.end_run(self.keys.values())
         self.bus.emit(RunFinished(run_id=self.run_id, status=status, timestamp=time.time(), outputs=self.outputs))
         return RunOutcome(run_id=self.run_id, status=status, outputs=self.outputs, executed=self.executed,
                           cached=list(self.planner.cached), **kw)
@@ -221,6 +227,11 @@ class _Run:
         if nid in self.expansions:
             self._complete(nid, CacheEntry(outputs=tuple(self._resolve(r) for r in self.expansions.pop(nid)),
                                            ui=None))
+            return
+        entry = self.store.get(self.keys[nid])
+        if entry is not None:  # an identical node (same key) already ran in this prompt
+            self.planner.cached.append(nid)
+            self._complete(nid, entry, cached=True)
             return
         if node_def.lazy and self._needs_lazy(nid, node, node_def):
             return
@@ -240,15 +251,15 @@ class _Run:
         self.executed.append(nid)
         self._complete(nid, entry)
 
-    def _complete(self, nid: str, entry: CacheEntry) -> None:
+    def _complete(self, nid: str, entry: CacheEntry, *, cached: bool = False) -> None:
         key = self.keys[nid]
-        self.store[key] = entry
-        if not is_uncacheable(key):
-            self.ex.cache.put(key, entry)
-            self.used_keys.add(key)
+        if not cached:
+            self.store[key] = entry
+            if not is_uncacheable(key):
+                self.ex.cache.put(key, entry)
         if entry.ui is not None:
             self.outputs[nid] = entry.ui
-        self._emit_finished(nid, entry.ui, cached=False)
+        self._emit_finished(nid, entry.ui, cached=cached)
         self.planner.complete(nid)
         self._consumed(nid)
 

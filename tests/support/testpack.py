@@ -176,7 +176,7 @@ class Stamp(Node):
     SCHEMA = NodeSchema(node_id="Stamp", category="test", inputs=[IntInput(name="value")],
                         outputs=[OutputSpec(type="INT")])
 
-    def fingerprint(self, *, value):
+    def fingerprint(self, **constants):
         return Stamp.version
 
     def execute(self, ctx, *, value):
