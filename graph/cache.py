@@ -25,12 +25,16 @@ Key = bytes
 _SCALARS = (str, int, float, bool, type(None))
 
 
+_DIGEST = 16
+
+
 def uncacheable_key() -> Key:
-    return b"!" + os.urandom(15)
+    """A fresh random key, one byte longer than any digest so it can never be mistaken for one."""
+    return os.urandom(_DIGEST + 1)
 
 
 def is_uncacheable(key: Key) -> bool:
-    return key[:1] == b"!"
+    return len(key) != _DIGEST
 
 
 def _canonical(value: Any) -> Any:
@@ -77,7 +81,7 @@ def node_key(
                 parts.append((name, _canonical(value)))
             except (TypeError, ValueError):
                 return uncacheable_key()
-    return blake2b(repr(parts).encode("utf-8", "backslashreplace"), digest_size=16).digest()
+    return blake2b(repr(parts).encode("utf-8", "backslashreplace"), digest_size=_DIGEST).digest()
 
 
 @dataclass(slots=True)

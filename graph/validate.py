@@ -286,18 +286,22 @@ def _ancestors(nodes: dict[str, NodeInstance], roots: Iterable[str]) -> dict[str
 def topological_order(nodes: dict[str, NodeInstance], run_set: dict[str, None]) -> tuple[list[str], set[str]]:
     """Kahn's algorithm: an order for the acyclic part, and the nodes stuck on or behind a cycle."""
     indegree = dict.fromkeys(run_set, 0)
-    consumers: dict[str, list[str]] = {nid: [] for nid in run_set}
+    consumers: dict[str, list[str]] = {}
     for nid in run_set:
         for v in nodes[nid].inputs.values():
             if type(v) is Link and v.node_id in indegree:
                 indegree[nid] += 1
-                consumers[v.node_id].append(nid)
+                if v.node_id in consumers:
+                    consumers[v.node_id].append(nid)
+                else:
+                    consumers[v.node_id] = [nid]
     ready = deque(nid for nid, d in indegree.items() if d == 0)
     order: list[str] = []
+    no_consumers: list[str] = []
     while ready:
         nid = ready.popleft()
         order.append(nid)
-        for c in consumers[nid]:
+        for c in consumers.get(nid, no_consumers):
             indegree[c] -= 1
             if indegree[c] == 0:
                 ready.append(c)

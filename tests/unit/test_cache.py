@@ -190,3 +190,13 @@ def test_a_failing_fingerprint_is_logged_and_never_cached(registry, calls, caplo
     run_prompt(ex, prompt)
     assert calls["Flaky"] == 2
     assert "node 1 (Flaky): fingerprint() failed" in caplog.text
+
+
+def test_no_ordinary_key_is_mistaken_for_an_uncacheable_one(registry):
+    from graph.cache import is_uncacheable, uncacheable_key
+
+    node_def = registry["IntConst"]
+    keys = [node_key(parse_api_workflow({"1": {"class_type": "IntConst", "inputs": {"value": i}}}).nodes["1"],
+                     node_def, {}) for i in range(5000)]
+    assert not any(is_uncacheable(k) for k in keys) and len(set(keys)) == 5000
+    assert is_uncacheable(uncacheable_key())
