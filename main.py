@@ -47,9 +47,9 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
-def build_registry(modules: Sequence[str] = BUILTIN_NODE_MODULES) -> NodeRegistry:
+def build_registry(modules: Sequence[str] | None = None) -> NodeRegistry:
     registry = NodeRegistry()
-    for name in modules:
+    for name in BUILTIN_NODE_MODULES if modules is None else modules:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
@@ -248,15 +248,24 @@ def command_run(args: argparse.Namespace) -> int:
     run_request = RunRequest(validation=validation, run_id=request.prompt_id or str(uuid.uuid4()),
                              extra_data=request.extra_data, interrupt=token, listeners=[reporter])
     result: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: result.update(outcome=executor.run(run_request)), daemon=True)
-    worker.start()
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            result["outcome"] = executor.run(run_request)
+        finally:
+            done.set()
+
+    # The run happens in a worker thread so Ctrl-C lands here and becomes the run's interrupt token
+    # (an Event, not Thread.join: a KeyboardInterrupt inside join can leave the thread looking dead).
+    threading.Thread(target=work, name="sumie-run", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         token.set("interrupted")
         print("\ninterrupting...", file=sys.stderr)
-        worker.join()
+        done.wait()
     outcome = result.get("outcome")
     if outcome is None:
         print("error: the run ended unexpectedly (see the log above)", file=sys.stderr)

@@ -59,7 +59,8 @@ class ValidationResult:
     def messages(self) -> list[str]:
         """Every problem as one readable line (for the command line and logs)."""
         lines = []
-        if self.error and not (self.error.type == "prompt_outputs_failed_validation" and self.node_errors):
+        summary_only = self.error and self.error.type in ("prompt_outputs_failed_validation", "invalid_prompt")
+        if self.error and not (summary_only and self.node_errors):
             lines.append(self.error.describe())
         for nid, ne in self.node_errors.items():
             lines.extend(e.describe(nid, ne.class_type) for e in ne.errors)
@@ -267,7 +268,8 @@ def _custom_validation(node: NodeInstance, node_def: NodeDef, limits: Limits) ->
         verdict = f"{type(exc).__name__}: {exc}"
     if verdict is True or verdict is None:
         return None
-    return Issue(type="custom_validation_failed", message=str(verdict), details=f"{node.class_type} rejected its inputs",
+    return Issue(type="custom_validation_failed", message=str(verdict),
+                 details=f"{node.class_type} rejected its inputs",
                  extra={"node_id": node.id})
 
 

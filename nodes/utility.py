@@ -32,7 +32,8 @@ class PreviewAny(Node):
 
 class StringConcatenate(Node):
     SCHEMA = NodeSchema(node_id="StringConcatenate", display_name="Concatenate", category="utils/string",
-                        inputs=[StringInput(name="string_a", multiline=True), StringInput(name="string_b", multiline=True),
+                        inputs=[StringInput(name="string_a", multiline=True),
+                                StringInput(name="string_b", multiline=True),
                                 StringInput(name="delimiter", default="")],
                         outputs=[OutputSpec(type="STRING")], python_module="nodes.utility")
 

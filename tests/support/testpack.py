@@ -144,7 +144,8 @@ class RepeatAdd(Node):
     """Expands into `times` Add nodes: value + 1 + 1 + ..."""
 
     SCHEMA = NodeSchema(node_id="RepeatAdd", category="test",
-                        inputs=[IntInput(name="value", min=-10**6, max=10**6), IntInput(name="times", default=1, min=1, max=100)],
+                        inputs=[IntInput(name="value", min=-10**6, max=10**6),
+                                IntInput(name="times", default=1, min=1, max=100)],
                         outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, value, times):
@@ -211,3 +212,24 @@ NODES = [IntConst, FloatConst, Text, Add, Concat, Sleep, Fail, Show, Collect, Ra
 
 def new_calls() -> Counter[str]:
     return Counter()
+
+
+class SaveText(Node):
+    """An output node that writes a file into the output folder (atomically) and names it in its ui."""
+
+    SCHEMA = NodeSchema(node_id="SaveText", category="test", output_node=True,
+                        inputs=[InputSpec(name="value", type=ANY), StringInput(name="filename_prefix", default="text")])
+
+    def execute(self, ctx, *, value, filename_prefix):
+        import os
+
+        folder = ctx.folders.output
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{filename_prefix}_{ctx.node_id}.txt"
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(str(value), encoding="utf-8")
+        os.replace(tmp, folder / name)
+        return NodeResult(ui={"files": [{"filename": name, "subfolder": "", "type": "output"}]})
+
+
+NODES.append(SaveText)

@@ -185,7 +185,8 @@ def test_a_failing_fingerprint_is_logged_and_never_cached(registry, calls, caplo
 
     registry.register(Flaky)
     ex = Executor(registry, cache=RecentRunsCache(1), services={"calls": calls})
-    prompt = {"1": {"class_type": "Flaky", "inputs": {"value": 1}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {"1": {"class_type": "Flaky", "inputs": {"value": 1}},
+              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
     run_prompt(ex, prompt)
     run_prompt(ex, prompt)
     assert calls["Flaky"] == 2
