@@ -1,0 +1,110 @@
+"""Reading a weights file into a flat ``{name: tensor}`` dict, safely.
+
+safetensors is read memory-mapped after checking its header ourselves (so a truncated file or a
+header that claims gigabytes fails with a clear message, not a cryptic one or a huge allocation).
+Pickle-based files are only ever opened with ``torch.load(weights_only=True)``, which refuses any
+pickled object other than tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import ModelLoadError
+
+SAFETENSORS_SUFFIXES = frozenset({".safetensors", ".sft"})
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap; real headers are well under 1 MB
+_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL",
+                       "F8_E4M3", "F8_E5M2", "U16", "U32", "U64"}
+
+
+def _check_safetensors_header(path: Path) -> None:
+    size = path.stat().st_size
+    if size < 8:
+        raise ModelLoadError(path, f"file is {size} bytes; expected a safetensors header (at least 8 bytes)")
+    with path.open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            raise ModelLoadError(path, f"safetensors header claims {header_len} bytes but the file has "
+                                       f"{size - 8} after the length field; expected a complete safetensors file")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(
+            path, f"safetensors header is not valid JSON ({exc}); expected a safetensors file"
+        ) from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(path, "safetensors header is not a JSON object; expected a safetensors file")
+    data_len = size - 8 - header_len
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES:
+            raise ModelLoadError(path, f"tensor {name!r} has a malformed header entry; expected dtype/shape/offsets")
+        offsets = entry.get("data_offsets")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise ModelLoadError(path, f"tensor {name!r} has no valid data_offsets")
+        if offsets[1] > data_len:
+            raise ModelLoadError(path, f"file is truncated: tensor {name!r} ends at byte {offsets[1]} of the data "
+                                       f"section but only {data_len} bytes are present")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    _check_safetensors_header(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(path, f"cannot read safetensors file: {exc}") from None
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # Zip-format files (torch >= 1.6) can be memory-mapped; the legacy format cannot.
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        blocked = [line for line in lines if "GLOBAL" in line]
+        if blocked:  # a class or function reference: the only way a pickle can run code
+            raise ModelLoadError(path, f"refused: the pickle references code ({blocked[0]}); only weights-only "
+                                       "checkpoints (tensors in plain containers) are loaded") from None
+        detail = next((line for line in lines if line.startswith("Unsupported")), type(exc).__name__)
+        raise ModelLoadError(path, f"cannot read checkpoint ({detail}); expected a torch-saved state dict") from None
+    except (EOFError, RuntimeError, OSError, ValueError, struct.error) as exc:
+        raise ModelLoadError(path, f"cannot read checkpoint ({type(exc).__name__}: {exc}); "
+                                   "expected a torch-saved state dict") from None
+    # Lightning checkpoints wrap the weights in "state_dict"; some trainers use "model" or "module".
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict):
+        raise ModelLoadError(path, f"holds a {type(obj).__name__}; expected a dict of tensors")
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors in a weights file, on the CPU in the file's dtype; raises ``ModelLoadError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(path, "no such file")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        sd = _read_safetensors(path)
+    elif suffix in PICKLE_SUFFIXES:
+        sd = _read_pickle(path)
+    else:
+        raise ModelLoadError(path, f"unsupported file type {suffix or '(none)'!r}; expected .safetensors "
+                                   "or a weights-only .ckpt/.pt/.pth/.bin")
+    if not sd:
+        raise ModelLoadError(path, "contains no tensors; expected model weights")
+    return sd
