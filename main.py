@@ -47,8 +47,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
-def build_registry(modules: Sequence[str] | None = None) -> NodeRegistry:
-    registry = NodeRegistry()
+def build_registry(modules: Sequence[str] | None = None, *, folders: Folders | None = None) -> NodeRegistry:
+    registry = NodeRegistry(folders=folders)
     for name in BUILTIN_NODE_MODULES if modules is None else modules:
         try:
             module = importlib.import_module(name)
@@ -231,7 +231,7 @@ def command_run(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    registry = build_registry()
+    registry = build_registry(folders=settings.folders)
     executor = build_executor(settings, registry)
     validation = executor.validate(request.workflow, request.partial_execution_targets)
     for node_id, issue in validation.warnings:
@@ -294,7 +294,7 @@ def command_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: the server is not available in this installation: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    registry = build_registry()
+    registry = build_registry(folders=settings.folders)
     return server_app.serve(settings, registry, build_executor(settings, registry))
 
 

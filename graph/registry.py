@@ -42,6 +42,9 @@ class FailedPack:
 
 @dataclass
 class NodeRegistry:
+    """All node classes the engine knows; `folders` feeds combo inputs that list files."""
+
+    folders: Any = None
     _defs: dict[str, NodeDef] = field(default_factory=dict)
     failed_packs: list[FailedPack] = field(default_factory=list)
 
@@ -100,8 +103,8 @@ class NodeRegistry:
     def object_info(self, class_type: str | None = None) -> dict[str, Any]:
         if class_type is not None:
             node_def = self._defs.get(class_type)
-            return {class_type: node_def.schema.to_object_info()} if node_def else {}
-        return {name: d.schema.to_object_info() for name, d in self._defs.items()}
+            return {class_type: node_def.schema.to_object_info(self.folders)} if node_def else {}
+        return {name: d.schema.to_object_info(self.folders) for name, d in self._defs.items()}
 
 
 def _build_def(cls: type, schema: NodeSchema, source: str) -> NodeDef:

@@ -59,7 +59,7 @@ class InputSpec:
         opts.update(self.extra)
         return opts
 
-    def to_object_info(self) -> list[Any]:
+    def to_object_info(self, folders: Any = None) -> list[Any]:
         opts = self.options()
         return [self.type, opts] if opts else [self.type]
 
@@ -258,17 +258,21 @@ class BooleanInput(InputSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class ComboInput(InputSpec):
-    """A choice from a list; `choices` may be a callable for lists that change (files on disk)."""
+    """A choice from a list.
+
+    `choices` may be a callable for lists that change, such as files on disk: it is called with the
+    engine's `Folders` (or None when there are none) each time the list is shown or checked.
+    """
 
     type: str = t.COMBO
-    choices: Sequence[Any] | Callable[[], Sequence[Any]] = ()
+    choices: Sequence[Any] | Callable[[Any], Sequence[Any]] = ()
     default: Any = None
 
     is_widget: ClassVar[bool] = True
 
-    def current_choices(self) -> list[Any]:
+    def current_choices(self, folders: Any = None) -> list[Any]:
         c = self.choices
-        return list(c() if callable(c) else c)
+        return list(c(folders) if callable(c) else c)
 
     def has_default(self) -> bool:
         return True
@@ -297,9 +301,9 @@ class ComboInput(InputSpec):
             close_matches=near,
         )
 
-    def to_object_info(self) -> list[Any]:
+    def to_object_info(self, folders: Any = None) -> list[Any]:
         opts = self.options()
-        return [self.current_choices(), opts] if opts else [self.current_choices()]
+        return [self.current_choices(folders), opts] if opts else [self.current_choices(folders)]
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {}
@@ -353,9 +357,9 @@ class NodeSchema:
     experimental: bool = False
     python_module: str = "nodes"
 
-    def to_object_info(self) -> dict[str, Any]:
-        required = {i.name: i.to_object_info() for i in self.inputs if not i.optional}
-        optional = {i.name: i.to_object_info() for i in self.inputs if i.optional}
+    def to_object_info(self, folders: Any = None) -> dict[str, Any]:
+        required = {i.name: i.to_object_info(folders) for i in self.inputs if not i.optional}
+        optional = {i.name: i.to_object_info(folders) for i in self.inputs if i.optional}
         info: dict[str, Any] = {
             "input": {"required": required},
             "input_order": {"required": list(required)},

@@ -130,7 +130,8 @@ def validate_workflow(
     for nid in run_set:
         node = nodes[nid]
         node_def = defs[nid]
-        node_issues, changed = _check_node(node, node_def, nodes, defs, limits, choice_memo, result.warnings)
+        node_issues, changed = _check_node(node, node_def, nodes, defs, limits, choice_memo, result.warnings,
+                                           registry.folders)
         if node_issues:
             errors[nid] = node_issues
         elif changed:
@@ -192,6 +193,7 @@ def _check_node(
     limits: Limits,
     choice_memo: dict[int, list[Any]],
     warnings: list[tuple[str, Issue]],
+    folders: Any = None,
 ) -> tuple[list[Issue], dict[str, Any] | None]:
     issues: list[Issue] = []
     changed: dict[str, Any] | None = None
@@ -239,7 +241,7 @@ def _check_node(
                     key = id(spec)
                     choices = choice_memo.get(key)
                     if choices is None:
-                        choices = choice_memo[key] = spec.current_choices()
+                        choices = choice_memo[key] = spec.current_choices(folders)
                     new = spec.coerce(value, limits, choices)
                 else:
                     new = spec.coerce(value, limits)

@@ -45,7 +45,7 @@ def test_object_info_has_the_comfy_shape(registry):
 
 def test_combo_object_info_lists_choices_and_reads_callables_each_time():
     files = ["a.safetensors"]
-    spec = ComboInput(name="ckpt_name", choices=lambda: list(files))
+    spec = ComboInput(name="ckpt_name", choices=lambda folders: list(files))
     assert spec.to_object_info() == [["a.safetensors"]]
     files.append("b.safetensors")
     assert spec.to_object_info() == [["a.safetensors", "b.safetensors"]]

@@ -234,3 +234,28 @@ def test_huge_chain_validates_in_linear_time_without_recursion(registry):
     big, t_big = timed(99_999)  # 100,000 nodes with the output: the default cap
     assert small.ok and big.ok and len(big.order) == 100_000
     assert t_big < 20 * t_small + 0.5  # ~10x the nodes must not cost ~100x the time
+
+
+def test_file_combos_list_what_is_in_the_configured_folder(tmp_path):
+    from graph import ComboInput, Folders, Node, NodeRegistry, NodeSchema
+
+    def checkpoints(folders):
+        return sorted(p.name for p in (folders.models / "checkpoints").glob("*.safetensors"))
+
+    class Loader(Node):
+        SCHEMA = NodeSchema(node_id="Loader", output_node=True,
+                            inputs=[ComboInput(name="ckpt_name", choices=checkpoints)])
+
+        def execute(self, ctx, *, ckpt_name):
+            return ()
+
+    folders = Folders.under(tmp_path)
+    (folders.models / "checkpoints").mkdir(parents=True)
+    (folders.models / "checkpoints" / "a.safetensors").write_bytes(b"")
+    registry = NodeRegistry(folders=folders)
+    registry.register(Loader)
+    assert registry.object_info("Loader")["Loader"]["input"]["required"]["ckpt_name"] == [["a.safetensors"]]
+    prompt = {"1": {"class_type": "Loader", "inputs": {"ckpt_name": "b.safetensors"}}}
+    assert check(registry, prompt).node_errors["1"].errors[0].type == "value_not_in_list"
+    (folders.models / "checkpoints" / "b.safetensors").write_bytes(b"")
+    assert check(registry, prompt).ok
