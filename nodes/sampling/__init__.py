@@ -1,0 +1,1 @@
+"""Sampling: noise schedules, samplers and the KSampler loop (k-diffusion formulation)."""

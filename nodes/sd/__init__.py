@@ -1,0 +1,1 @@
+"""Stable Diffusion nodes: loaders, conditioning, sampling, latents, VAE and images."""
