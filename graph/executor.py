@@ -147,6 +147,8 @@ class _Run:
     def _fingerprint(self, node: NodeInstance, node_def: NodeDef) -> Any:
         """The node's fingerprint hook, given its constant inputs; a failing hook means "never cached"."""
         constants = {k: v for k, v in node.inputs.items() if type(v) is not Link and k in node_def.inputs}
+        if "fingerprint" in node_def.hooks_take_folders:
+            constants["folders"] = self.ex.folders
         try:
             return self._instance(node.id, node_def).fingerprint(**constants)
         except Exception as exc:
@@ -331,7 +333,7 @@ class _Run:
     def _call(self, nid: str, node: NodeInstance, node_def: NodeDef, lists: dict[str, list[Any]]) -> CacheEntry | None:
         obj = self._instance(nid, node_def)
         ctx = NodeContext(node_id=nid, class_type=node.class_type, run_id=self.run_id, interrupt=self.req.interrupt,
-                          folders=self.ex.folders, services=self.ex.services,
+                          folders=self.ex.folders, services=self.ex.services, limits=self.ex.limits,
                           _progress=self._progress_fn(nid))
         schema = node_def.schema
         n_out = len(node_def.output_types)

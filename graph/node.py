@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import Interrupted
+from .limits import Limits
 from .schema import NodeSchema
 
 
@@ -96,6 +97,7 @@ class NodeContext:
     interrupt: InterruptToken
     folders: Folders | None = None
     services: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("sumie.node"))
     _progress: ProgressFn | None = None
 

@@ -27,6 +27,8 @@ class NodeDef:
     has_fingerprint: bool
     has_validate: bool
     has_lazy_check: bool
+    # Hooks that declare a `folders` parameter (or **kwargs) are given the engine's Folders.
+    hooks_take_folders: frozenset[str] = frozenset()
 
     @property
     def class_type(self) -> str:
@@ -141,7 +143,19 @@ def _build_def(cls: type, schema: NodeSchema, source: str) -> NodeDef:
         has_fingerprint=callable(getattr(cls, "fingerprint", None)),
         has_validate=callable(getattr(cls, "validate_inputs", None)),
         has_lazy_check=has_lazy_check,
+        hooks_take_folders=frozenset(h for h in ("fingerprint", "validate_inputs") if _accepts(cls, h, "folders")),
     )
+
+
+def _accepts(cls: type, method: str, name: str) -> bool:
+    fn = getattr(cls, method, None)
+    if not callable(fn):
+        return False
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _check_signature(cls: type, schema: NodeSchema, where: str) -> None:

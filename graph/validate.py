@@ -146,7 +146,7 @@ def validate_workflow(
 
     for nid in run_set:
         if nid not in errors and defs[nid].has_validate:
-            issue = _custom_validation(nodes[nid], defs[nid], limits)
+            issue = _custom_validation(nodes[nid], defs[nid], limits, registry.folders)
             if issue is not None:
                 errors[nid] = [issue]
 
@@ -261,9 +261,11 @@ def _check_node(
     return issues, changed
 
 
-def _custom_validation(node: NodeInstance, node_def: NodeDef, limits: Limits) -> Issue | None:
+def _custom_validation(node: NodeInstance, node_def: NodeDef, limits: Limits, folders: Any) -> Issue | None:
     constants = {k: v for k, v in node.inputs.items()
                  if k in node_def.inputs and type(v) is not Link}
+    if "validate_inputs" in node_def.hooks_take_folders:
+        constants["folders"] = folders
     try:
         verdict = node_def.cls().validate_inputs(limits=limits, **constants)
     except Exception as exc:  # a node's own check failing is reported, never fatal

@@ -201,3 +201,33 @@ def test_no_ordinary_key_is_mistaken_for_an_uncacheable_one(registry):
                      node_def, {}) for i in range(5000)]
     assert not any(is_uncacheable(k) for k in keys) and len(set(keys)) == 5000
     assert is_uncacheable(uncacheable_key())
+
+
+def test_hooks_that_ask_for_folders_receive_the_engines_folders(registry, tmp_path, calls):
+    from graph import Folders, IntInput, Node, NodeSchema, OutputSpec
+
+    seen = []
+
+    class FileBacked(Node):
+        SCHEMA = NodeSchema(node_id="FileBacked", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
+
+        def fingerprint(self, *, value, folders=None):
+            seen.append(folders)
+            return (folders.input / "data.txt").read_text()
+
+        def execute(self, ctx, *, value):
+            ctx.services["calls"]["FileBacked"] += 1
+            return (value,)
+
+    folders = Folders.under(tmp_path)
+    folders.input.mkdir(parents=True)
+    (folders.input / "data.txt").write_text("v1")
+    registry.register(FileBacked)
+    ex = Executor(registry, cache=RecentRunsCache(1), services={"calls": calls}, folders=folders)
+    prompt = {"1": {"class_type": "FileBacked", "inputs": {"value": 1}},
+              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    run_prompt(ex, prompt)
+    run_prompt(ex, prompt)
+    (folders.input / "data.txt").write_text("v2")
+    run_prompt(ex, prompt)
+    assert seen[0] == folders and calls["FileBacked"] == 2

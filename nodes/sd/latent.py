@@ -1,0 +1,405 @@
+"""Latent nodes: empty latents, resizing, batches, compositing, noise masks.
+
+A LATENT is a dict `{"samples": [B, C, h, w]}` in the VAE's raw (unscaled) space, optionally with
+`"noise_mask"` ([B or 1, 1, H, W], 1 = regenerate) and `"batch_index"` (which draw of the seeded noise
+each item uses, so one image of a batch can be reproduced alone). Nodes never modify their inputs:
+the dict is copied and tensors replaced.
+
+Pixel sizes are turned into latent sizes by floor division by 8, as ComfyUI does: a 520-pixel wide
+EmptyLatentImage is 65 latents wide, and a 516-pixel one is 64 (decoded to 512 pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from graph import ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
+from graph.limits import Limits
+
+MAX_RESOLUTION = 16384
+LATENT_DOWNSCALE = 8
+LATENT_CHANNELS = 4
+UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")
+CROP_METHODS = ("disabled", "center")
+# Rough peak bytes per output pixel of decoding a latent with an SD VAE in fp32: the decoder's last
+# blocks hold a few 128-channel full-resolution activations at once (128 * 4 bytes * ~2 buffers).
+DECODE_BYTES_PER_PIXEL = 1024
+
+Latent = dict[str, Any]
+
+
+def _latent_in(name: str = "samples") -> InputSpec:
+    return InputSpec(name=name, type="LATENT")
+
+
+def _latent_out() -> list[OutputSpec]:
+    return [OutputSpec(type="LATENT")]
+
+
+def memory_estimate(pixels: int) -> str:
+    """Human-readable memory an image of `pixels` pixels would take to decode (for error messages)."""
+    return f"~{pixels * DECODE_BYTES_PER_PIXEL / 1e9:.1f} GB"
+
+
+def check_pixels(node: str, width: int | None, height: int | None, batch: int | None, limits: Limits) -> str | bool:
+    """True, or a message when width x height x batch is more than the server allows."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height, batch)):
+        return True  # linked values are not known before the run
+    pixels = width * height * batch
+    if batch > limits.max_batch:
+        return f"{node}: batch_size {batch} is more than the limit of {limits.max_batch}"
+    if pixels > limits.max_pixels:
+        return (f"{node}: {width}x{height} x batch {batch} is {pixels:,} pixels, more than the limit of "
+                f"{limits.max_pixels:,}; it would need {memory_estimate(pixels)} to decode. Use a smaller size "
+                "or batch.")
+    return True
+
+
+# --------------------------------------------------------------------------------------------- resizing
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of channel vectors (dim 1), with their lengths interpolated linearly."""
+    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
+    dot = (ua * ub).sum(dim=1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    near = so.abs() < 1e-4  # (anti)parallel vectors: fall back to a linear blend of the unit vectors
+    safe = torch.where(near, torch.ones_like(so), so)
+    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / safe)
+    wb = torch.where(near, t, torch.sin(t * omega) / safe)
+    direction = wa * ua + wb * ub
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    out = direction * (na * (1 - t) + nb * t)
+    return torch.where((na < 1e-12) & (nb < 1e-12), torch.zeros_like(out), out)
+
+
+def _slerp_axis(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Resize one spatial axis by slerping neighbours at half-pixel-centred sample positions."""
+    old = x.shape[dim]
+    if old == size:
+        return x
+    pos = ((torch.arange(size, dtype=torch.float64) + 0.5) * (old / size) - 0.5).clamp(0, old - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=old - 1)
+    t = (pos - lo).to(x.dtype)
+    shape = [1, 1, 1, 1]
+    shape[dim] = size
+    a, b = x.index_select(dim, lo), x.index_select(dim, hi)
+    return _slerp(a, b, t.reshape(shape))
+
+
+def bislerp(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Bilinear-style resize that slerps instead of lerping, preserving latent vector lengths."""
+    orig = x.dtype
+    x = x.float()
+    return _slerp_axis(_slerp_axis(x, width, 3), height, 2).to(orig)
+
+
+def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Trim [..., H, W] symmetrically so its aspect ratio matches width:height (ComfyUI's "center")."""
+    old_h, old_w = x.shape[-2], x.shape[-1]
+    old_aspect, new_aspect = old_w / old_h, width / height
+    cx = cy = 0
+    if old_aspect > new_aspect:
+        cx = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+    elif old_aspect < new_aspect:
+        cy = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    return x[..., cy:old_h - cy, cx:old_w - cx]
+
+
+def resize_nchw(x: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+    """Resize [B, C, H, W] to (height, width) with one of UPSCALE_METHODS (plus "lanczos" for images)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"cannot resize to {width}x{height}: both sides must be at least 1")
+    if crop == "center":
+        x = center_crop_to_aspect(x, width, height)
+    elif crop != "disabled":
+        raise ValueError(f"unknown crop method {crop!r}; expected one of {list(CROP_METHODS)}")
+    if method == "bislerp":
+        return bislerp(x, width, height)
+    if method == "lanczos":
+        return _lanczos(x, width, height)
+    if method not in ("nearest-exact", "bilinear", "area", "bicubic"):
+        raise ValueError(f"unknown upscale method {method!r}")
+    orig = x.dtype
+    x = x.float() if orig in (torch.float16, torch.bfloat16) else x
+    if method in ("bilinear", "bicubic"):
+        out = F.interpolate(x, size=(height, width), mode=method, align_corners=False)
+    else:
+        out = F.interpolate(x, size=(height, width), mode=method)
+    return out.to(orig)
+
+
+def _lanczos(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Lanczos through Pillow on float ("F") planes, so no 8-bit rounding happens on the way."""
+    import numpy as np
+    from PIL import Image
+
+    src = x.detach().float().cpu().numpy()
+    out = np.empty((src.shape[0], src.shape[1], height, width), dtype=np.float32)
+    for b in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            plane = Image.fromarray(np.ascontiguousarray(src[b, c]), mode="F")
+            out[b, c] = np.asarray(plane.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
+    return torch.from_numpy(out).to(x.dtype)
+
+
+def repeat_to_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Tile a [N, ...] tensor along dim 0 to exactly `batch` items (masks shorter than the batch)."""
+    if x.shape[0] == batch:
+        return x
+    reps = math.ceil(batch / x.shape[0])
+    return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
+
+
+# ------------------------------------------------------------------------------------------------ nodes
+
+def _size_input(name: str, *, minimum: int = 16, default: int = 512) -> IntInput:
+    return IntInput(name=name, default=default, min=minimum, max=MAX_RESOLUTION, step=8)
+
+
+class EmptyLatentImage(Node):
+    SCHEMA = NodeSchema(
+        node_id="EmptyLatentImage", display_name="Empty Latent Image", category="latent",
+        description="A batch of all-zero latents to start text-to-image sampling from.",
+        inputs=[_size_input("width"), _size_input("height"),
+                IntInput(name="batch_size", default=1, min=1, max=4096,
+                         tooltip="The number of latent images in the batch.")],
+        outputs=_latent_out(),
+    )
+
+    def validate_inputs(self, *, limits: Limits, width: Any = None, height: Any = None, batch_size: Any = None,
+                        **_: Any) -> str | bool:
+        return check_pixels("EmptyLatentImage", width, height, batch_size, limits)
+
+    def execute(self, ctx, *, width: int, height: int, batch_size: int) -> tuple[Latent]:
+        samples = torch.zeros([batch_size, LATENT_CHANNELS, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE])
+        return ({"samples": samples},)
+
+
+class LatentUpscale(Node):
+    SCHEMA = NodeSchema(
+        node_id="LatentUpscale", display_name="Upscale Latent", category="latent",
+        description="Resize latents to a pixel size; 0 for one side keeps the aspect ratio, 0 for both "
+                    "leaves them unchanged.",
+        inputs=[_latent_in(), ComboInput(name="upscale_method", choices=UPSCALE_METHODS),
+                _size_input("width", minimum=0), _size_input("height", minimum=0),
+                ComboInput(name="crop", choices=CROP_METHODS)],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples: Latent, upscale_method: str, width: int, height: int,
+                crop: str) -> tuple[Latent]:
+        if width == 0 and height == 0:
+            return (samples,)
+        x = samples["samples"]
+        if width == 0:
+            height = max(64, height)
+            width = max(64, round(x.shape[-1] * height / x.shape[-2]))
+        elif height == 0:
+            width = max(64, width)
+            height = max(64, round(x.shape[-2] * width / x.shape[-1]))
+        else:
+            width, height = max(64, width), max(64, height)
+        out = dict(samples)
+        out["samples"] = resize_nchw(x, width // LATENT_DOWNSCALE, height // LATENT_DOWNSCALE, upscale_method, crop)
+        return (out,)
+
+
+class LatentUpscaleBy(Node):
+    SCHEMA = NodeSchema(
+        node_id="LatentUpscaleBy", display_name="Upscale Latent By", category="latent",
+        inputs=[_latent_in(), ComboInput(name="upscale_method", choices=UPSCALE_METHODS),
+                FloatInput(name="scale_by", default=1.5, min=0.01, max=8.0, step=0.01)],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples: Latent, upscale_method: str, scale_by: float) -> tuple[Latent]:
+        x = samples["samples"]
+        width, height = max(1, round(x.shape[-1] * scale_by)), max(1, round(x.shape[-2] * scale_by))
+        out = dict(samples)
+        out["samples"] = resize_nchw(x, width, height, upscale_method)
+        return (out,)
+
+
+class LatentFromBatch(Node):
+    SCHEMA = NodeSchema(
+        node_id="LatentFromBatch", display_name="Latent From Batch", category="latent/batch",
+        description="Take items out of a batch; they keep their batch_index, so sampling them alone gives "
+                    "the same noise (and image) as in the full batch.",
+        inputs=[_latent_in(), IntInput(name="batch_index", default=0, min=0, max=63),
+                IntInput(name="length", default=1, min=1, max=64)],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples: Latent, batch_index: int, length: int) -> tuple[Latent]:
+        x = samples["samples"]
+        total = x.shape[0]
+        start = min(total - 1, batch_index)
+        length = min(total - start, length)
+        out = dict(samples)
+        out["samples"] = x[start:start + length].clone()
+        mask = samples.get("noise_mask")
+        if mask is not None:
+            if mask.shape[0] == 1:
+                out["noise_mask"] = mask.clone()
+            else:
+                out["noise_mask"] = repeat_to_batch(mask, total)[start:start + length].clone()
+        indices = samples.get("batch_index")
+        if indices is None:
+            out["batch_index"] = list(range(start, start + length))
+        else:
+            out["batch_index"] = list(indices)[start:start + length]
+        return (out,)
+
+
+class RepeatLatentBatch(Node):
+    SCHEMA = NodeSchema(
+        node_id="RepeatLatentBatch", display_name="Repeat Latent Batch", category="latent/batch",
+        inputs=[_latent_in(), IntInput(name="amount", default=1, min=1, max=64)],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples: Latent, amount: int) -> tuple[Latent]:
+        x = samples["samples"]
+        out = dict(samples)
+        out["samples"] = x.repeat(amount, 1, 1, 1)
+        mask = samples.get("noise_mask")
+        if mask is not None and mask.shape[0] > 1:
+            mask = repeat_to_batch(mask, x.shape[0])
+            out["noise_mask"] = mask.repeat(amount, *([1] * (mask.dim() - 1)))
+        indices = samples.get("batch_index")
+        if indices is not None:
+            indices = list(indices)
+            offset = max(indices) - min(indices) + 1  # copies draw fresh noise after the originals
+            out["batch_index"] = indices + [i + k * offset for k in range(1, amount) for i in indices]
+        return (out,)
+
+
+class LatentComposite(Node):
+    SCHEMA = NodeSchema(
+        node_id="LatentComposite", display_name="Latent Composite", category="latent",
+        description="Paste samples_from onto samples_to at pixel position (x, y), optionally feathering "
+                    "the edges that lie inside samples_to.",
+        inputs=[_latent_in("samples_to"), _latent_in("samples_from"),
+                IntInput(name="x", default=0, min=0, max=MAX_RESOLUTION, step=8),
+                IntInput(name="y", default=0, min=0, max=MAX_RESOLUTION, step=8),
+                IntInput(name="feather", default=0, min=0, max=MAX_RESOLUTION, step=8)],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples_to: Latent, samples_from: Latent, x: int, y: int,
+                feather: int) -> tuple[Latent]:
+        x, y, feather = x // LATENT_DOWNSCALE, y // LATENT_DOWNSCALE, feather // LATENT_DOWNSCALE
+        dest = samples_to["samples"].clone()
+        src = samples_from["samples"]
+        if src.shape[1] != dest.shape[1]:
+            raise ValueError(f"LatentComposite: samples_from has {src.shape[1]} channels but samples_to has "
+                             f"{dest.shape[1]}; both must come from the same model family")
+        if src.shape[0] not in (1, dest.shape[0]):
+            src = repeat_to_batch(src, dest.shape[0])
+        h, w = dest.shape[2], dest.shape[3]
+        src = src[:, :, :max(0, h - y), :max(0, w - x)].to(dest.dtype)
+        sh, sw = src.shape[2], src.shape[3]
+        out = dict(samples_to)
+        if sh == 0 or sw == 0:
+            out["samples"] = dest
+            return (out,)
+        region = dest[:, :, y:y + sh, x:x + sw]
+        if feather == 0:
+            dest[:, :, y:y + sh, x:x + sw] = src
+        else:
+            mask = _feather_mask(sh, sw, feather, top=y != 0, bottom=y + sh < h, left=x != 0, right=x + sw < w)
+            dest[:, :, y:y + sh, x:x + sw] = src * mask + region * (1 - mask)
+        out["samples"] = dest
+        return (out,)
+
+
+def _feather_mask(h: int, w: int, feather: int, *, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
+    """[1, 1, h, w] weights ramping up over `feather` latents from each edge that borders the destination."""
+    ramp = torch.arange(1, feather + 1, dtype=torch.float32) / feather
+    rows, cols = torch.ones(h), torch.ones(w)
+    n_h, n_w = min(feather, h), min(feather, w)
+    if top:
+        rows[:n_h] *= ramp[:n_h]
+    if bottom:
+        rows[h - n_h:] *= ramp[:n_h].flip(0)
+    if left:
+        cols[:n_w] *= ramp[:n_w]
+    if right:
+        cols[w - n_w:] *= ramp[:n_w].flip(0)
+    return (rows[:, None] * cols[None, :])[None, None]
+
+
+class SetLatentNoiseMask(Node):
+    SCHEMA = NodeSchema(
+        node_id="SetLatentNoiseMask", display_name="Set Latent Noise Mask", category="latent/inpaint",
+        description="Only the masked area (1) is regenerated by the sampler; the rest keeps the input latent.",
+        inputs=[_latent_in(), InputSpec(name="mask", type="MASK")],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples: Latent, mask: torch.Tensor) -> tuple[Latent]:
+        out = dict(samples)
+        out["noise_mask"] = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()
+        return (out,)
+
+
+def _match_spatial(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return resize_nchw(x, like.shape[-1], like.shape[-2], "bilinear", "center")
+
+
+class LatentBlend(Node):
+    SCHEMA = NodeSchema(
+        node_id="LatentBlend", display_name="Latent Blend", category="_for_testing",
+        description="samples1 x blend_factor + samples2 x (1 - blend_factor); samples2 is resized to match.",
+        inputs=[_latent_in("samples1"), _latent_in("samples2"),
+                FloatInput(name="blend_factor", default=0.5, min=0.0, max=1.0, step=0.01)],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples1: Latent, samples2: Latent, blend_factor: float) -> tuple[Latent]:
+        a = samples1["samples"]
+        b = _match_spatial(samples2["samples"], a).to(a.dtype)
+        if b.shape[0] not in (1, a.shape[0]):
+            b = repeat_to_batch(b, a.shape[0])
+        out = dict(samples1)
+        out["samples"] = a * blend_factor + b * (1 - blend_factor)
+        return (out,)
+
+
+class LatentBatch(Node):
+    SCHEMA = NodeSchema(
+        node_id="LatentBatch", display_name="Latent Batch", category="latent/batch",
+        description="Join two batches (samples2 resized to samples1's size); batch indices are kept.",
+        inputs=[_latent_in("samples1"), _latent_in("samples2")],
+        outputs=_latent_out(),
+    )
+
+    def execute(self, ctx, *, samples1: Latent, samples2: Latent) -> tuple[Latent]:
+        a = samples1["samples"]
+        b = _match_spatial(samples2["samples"], a).to(a.dtype)
+        out: Latent = {"samples": torch.cat([a, b])}
+        out["batch_index"] = (list(samples1.get("batch_index", range(a.shape[0])))
+                              + list(samples2.get("batch_index", range(b.shape[0]))))
+        if "noise_mask" in samples1 or "noise_mask" in samples2:
+            size = (a.shape[-2] * LATENT_DOWNSCALE, a.shape[-1] * LATENT_DOWNSCALE)
+            parts = []
+            for part, n in ((samples1, a.shape[0]), (samples2, b.shape[0])):
+                mask = part.get("noise_mask")
+                mask = torch.ones(1, 1, *size) if mask is None else mask.reshape(-1, 1, *mask.shape[-2:]).float()
+                mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+                parts.append(repeat_to_batch(mask, n))
+            out["noise_mask"] = torch.cat(parts)
+        return (out,)
+
+
+NODES = [EmptyLatentImage, LatentUpscale, LatentUpscaleBy, LatentFromBatch, RepeatLatentBatch, LatentComposite,
+         SetLatentNoiseMask, LatentBlend, LatentBatch]
