@@ -26,13 +26,17 @@ from graph.formats import detect_format, parse_prompt_request
 from graph.jsonio import loads_strict
 from graph.limits import Limits
 from graph.workflow import PromptRequest, parse_api_workflow
+from server import cli as server_cli
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("sumie")
 
 # Built-in node modules, each exposing a NODES list. Modules that need torch are skipped (with the
 # reason logged) when torch is not installed, so the engine still runs torch-free workflows.
-BUILTIN_NODE_MODULES = ("nodes.primitives", "nodes.utility")
+BUILTIN_NODE_MODULES = (
+    "nodes.primitives", "nodes.utility",
+    "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image", "nodes.sd.sampler_nodes",
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -60,9 +64,23 @@ def build_registry(modules: Sequence[str] | None = None, *, folders: Folders | N
     return registry
 
 
+def build_services(settings: Settings) -> dict[str, Any]:
+    """The services nodes reach through their context: the model manager (when torch is installed)."""
+    services: dict[str, Any] = {"force_cpu": settings.force_cpu}
+    try:
+        from nodes.models.manager import ModelManager
+    except ImportError as exc:
+        log.warning("model support unavailable (%s): only torch-free nodes will run", exc)
+        return services
+    manager = ModelManager(force_cpu=settings.force_cpu)
+    services["models"] = manager
+    services["system"] = manager  # /system_stats and /free
+    return services
+
+
 def build_executor(settings: Settings, registry: NodeRegistry) -> Executor:
     return Executor(registry, cache=make_cache(settings.cache), folders=settings.folders,
-                    services={"force_cpu": settings.force_cpu}, limits=settings.limits)
+                    services=build_services(settings), limits=settings.limits)
 
 
 # -- arguments -------------------------------------------------------------------------------------
@@ -71,7 +89,7 @@ def _folder_args(parser: argparse.ArgumentParser) -> None:
                             ("input", "images LoadImage reads and uploads land in"),
                             ("output", "saved images"),
                             ("user", "saved workflows, settings and the job database"),
-                            ("temp", "previews (cleared on start)")):
+                            ("temp", "previews (PreviewImage files)")):
         env = f"SUMIE_{name.upper()}_DIR"
         parser.add_argument(f"--{name}-dir", default=os.environ.get(env), metavar="DIR",
                             help=f"folder for {help_text}; env {env}; default ./{name}/ beside main.py")
@@ -92,6 +110,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=int(os.environ.get("SUMIE_PORT", "8188")))
     _folder_args(serve)
+    server_cli.add_arguments(serve)
     run = sub.add_parser("run", help="run a saved workflow headlessly, without a server")
     run.add_argument("workflow", type=Path, help="an API-format workflow JSON file (or a POST /prompt body)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
@@ -294,8 +313,23 @@ def command_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: the server is not available in this installation: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    ensure_demo_model(settings)
     registry = build_registry(folders=settings.folders)
-    return server_app.serve(settings, registry, build_executor(settings, registry))
+    return server_app.serve(settings, registry, build_executor(settings, registry),
+                            options=server_cli.options_from(args))
+
+
+def ensure_demo_model(settings: Settings) -> None:
+    """With no checkpoint installed, write the small random demo checkpoint so the editor works at once."""
+    try:
+        from nodes.models.demo import ensure_demo_checkpoint
+    except ImportError as exc:
+        log.warning("cannot create the demo checkpoint: %s", exc)
+        return
+    path = ensure_demo_checkpoint(settings.folders.models)
+    if path is not None and "demo" in path.name:
+        log.info("using the demo checkpoint %s (random weights: it makes noise, not art; put real checkpoints "
+                 "in %s)", path.name, settings.folders.models / "checkpoints")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

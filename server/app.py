@@ -1,0 +1,99 @@
+"""The aiohttp app factory and `serve`, the entry point main.py's `serve` command calls."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from graph import Executor, NodeRegistry
+
+from .jobs import JobStore
+from .options import ServerOptions
+from .routes import add_routes
+from .security import Guard, is_loopback
+from .state import STATE, ServerState
+from .worker import Worker
+from .ws import Hub
+
+log = logging.getLogger("sumie.server")
+
+DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
+JOB_DB_NAME = "jobs.sqlite3"
+EXIT_OK, EXIT_REFUSED, EXIT_BIND = 0, 2, 1
+
+
+def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, options: ServerOptions | None = None,
+               system_info: Callable[[], Mapping[str, Any]] | None = None, web_root: Path | None = DEFAULT_WEB_ROOT,
+               web_dirs: Mapping[str, Path] | None = None) -> web.Application:
+    """Wire the store, hub and worker; the worker starts (after crash recovery) when the app starts."""
+    options = options or ServerOptions()
+    guard = Guard(options, listen=getattr(settings, "listen", "127.0.0.1"))
+    app = web.Application(middlewares=guard.middlewares(),
+                          client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
+    store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
+    hub = Hub(capacity=options.ws_buffer, queue_remaining=lambda: worker.queue_remaining())
+    worker = Worker(store=store, executor=executor, hub=hub, options=options)
+    hub.on_connect = worker.replay_to
+    if web_dirs is None:
+        web_dirs = dict(getattr(registry, "web_dirs", None) or {})
+    app[STATE] = ServerState(settings=settings, registry=registry, executor=executor, options=options, store=store,
+                             hub=hub, worker=worker, web_root=web_root, web_dirs=web_dirs, system_info=system_info)
+    add_routes(app, hub.handle)
+    app.cleanup_ctx.append(_run_worker)
+    app.on_response_prepare.append(_nosniff)
+    return app
+
+
+async def _run_worker(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    for item in state.store.recover(max_attempts=state.options.max_attempts):
+        if item.action == "requeued":
+            log.warning("job %s was running when the server stopped; re-queued (attempt %d of %d)",
+                        item.prompt_id, item.attempts + 1, state.options.max_attempts)
+        else:
+            log.error("job %s was running when the server stopped %d time(s); failed as worker_lost",
+                      item.prompt_id, item.attempts)
+    state.worker.start()
+    yield
+    await state.hub.close_all()
+    await state.worker.stop()
+    state.store.close()
+
+
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+def refuse_reason(listen: str, options: ServerOptions) -> str | None:
+    """Why the server must not start with these settings, if it must not."""
+    if not is_loopback(listen) and not options.auth_token and not options.allow_remote:
+        return (f"refusing to listen on {listen} without --auth-token: anyone who reaches the port could run jobs "
+                "and read your files. Set --auth-token (or SUMIE_AUTH_TOKEN), or pass --allow-remote to accept that")
+    return None
+
+
+def serve(settings: Any, registry: NodeRegistry, executor: Executor, options: ServerOptions | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; the exit code for main.py."""
+    options = options or ServerOptions()
+    listen = getattr(settings, "listen", "127.0.0.1")
+    port = int(getattr(settings, "port", 8188))
+    reason = refuse_reason(listen, options)
+    if reason is not None:
+        log.error("%s", reason)
+        return EXIT_REFUSED
+    for name in ("input", "output", "temp", "user", "models"):
+        Path(getattr(settings.folders, name)).mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, registry, executor, options=options)
+    host = listen.strip("[]")
+    shown = f"[{host}]" if ":" in host else host
+    log.info("Sumie listening on http://%s:%d (%d node types)", shown, port, len(registry))
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", shown, port, exc.strerror or exc)
+        return EXIT_BIND
+    return EXIT_OK

@@ -1,0 +1,33 @@
+"""Server options: everything the command line can tune about the server, as one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    auth_token: str | None = None  # required on every HTTP and websocket request when set
+    allow_remote: bool = False  # listen beyond loopback without a token (explicit opt-in)
+    allowed_origins: tuple[str, ...] = ()  # extra browser origins allowed besides the server's own
+    max_queue: int = 1000  # pending jobs; more answers 429
+    job_timeout: float | None = None  # seconds; a job running longer ends as interrupted ("timeout")
+    run_timeout: float = 600.0  # default wait of POST /api/run
+    max_upload_mb: float = 50.0
+    max_json_mb: float = 50.0  # request bodies other than uploads
+    max_upload_pixels: int = 64 * 1024 * 1024  # declared width x height of an uploaded image
+    preview_method: str = "none"  # binary previews for every prompt unless "none" (see comfy-compat 4)
+    max_attempts: int = 2  # runs of one job before a crash mid-run fails it as worker_lost
+    max_history: int = 10_000
+    ws_buffer: int = 1024  # queued messages per websocket before previews are dropped / the socket closed
+    shutdown_grace: float = 10.0  # seconds to wait for the running job to honour a shutdown interrupt
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
