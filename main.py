@@ -35,7 +35,8 @@ log = logging.getLogger("sumie")
 # reason logged) when torch is not installed, so the engine still runs torch-free workflows.
 BUILTIN_NODE_MODULES = (
     "nodes.primitives", "nodes.utility",
-    "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image", "nodes.sd.sampler_nodes",
+    "nodes.sd.loaders", "nodes.sd.text_encode", "nodes.sd.conditioning", "nodes.sd.sampler_nodes",
+    "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -250,6 +251,7 @@ def command_run(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    ensure_demo_model(settings)
     registry = build_registry(folders=settings.folders)
     executor = build_executor(settings, registry)
     validation = executor.validate(request.workflow, request.partial_execution_targets)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nodes.sd.conditioning import sdxl_time_ids
 from nodes.sd.handles import ModelHandle
 
 
@@ -29,10 +30,11 @@ class _Entry:
     sigma_hi: float
     sigma_lo: float
     size: dict[str, Any]
+    negative: bool
 
 
 def _entries(conditioning: Sequence[Any], model: ModelHandle, x: torch.Tensor, device: torch.device,
-             dtype: torch.dtype) -> list[_Entry]:
+             dtype: torch.dtype, *, negative: bool = False) -> list[_Entry]:
     out: list[_Entry] = []
     ms = model.sampling
     _, _, h, w = x.shape
@@ -62,6 +64,7 @@ def _entries(conditioning: Sequence[Any], model: ModelHandle, x: torch.Tensor, d
             sigma_hi=ms.percent_to_sigma(start), sigma_lo=ms.percent_to_sigma(end),
             size={k: opts[k] for k in ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
                                         "aesthetic_score") if k in opts},
+            negative=negative,
         ))
     return out
 
@@ -78,7 +81,7 @@ class Guider:
         self.dtype = dtype
         self.concat = concat  # inpainting models: extra input channels (mask + masked image latent)
         self.positive = _entries(positive, model, x, device, dtype)
-        self.negative = _entries(negative, model, x, device, dtype) if negative is not None else []
+        self.negative = _entries(negative, model, x, device, dtype, negative=True) if negative is not None else []
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
         self.pixel_size = (x.shape[2] * 8, x.shape[3] * 8)
@@ -157,14 +160,7 @@ class Guider:
         if e.pooled is None:
             raise ValueError("SDXL needs a pooled text embedding: encode the prompt with this model's CLIP")
         h, w = self.pixel_size
-        size = e.size
-        if self.model.kind == "sdxl_refiner":
-            ids = [size.get("height", h), size.get("width", w), size.get("crop_h", 0), size.get("crop_w", 0),
-                   size.get("aesthetic_score", 6.0)]
-        else:
-            height, width = size.get("height", h), size.get("width", w)
-            ids = [height, width, size.get("crop_h", 0), size.get("crop_w", 0),
-                   size.get("target_height", height), size.get("target_width", width)]
+        ids = sdxl_time_ids(e.size, refiner=self.model.kind == "sdxl_refiner", width=w, height=h, negative=e.negative)
         time_ids = torch.tensor([ids], dtype=self.dtype, device=self.device).expand(batch, -1)
         pooled = e.pooled if e.pooled.shape[0] == batch else e.pooled.expand(batch, -1)
         return {"text_embeds": pooled, "time_ids": time_ids}
