@@ -64,18 +64,21 @@ def node_key(
             parts.append(_canonical(fp))
         except (TypeError, ValueError):
             return uncacheable_key()
-    if any(h.kind == "UNIQUE_ID" for h in node_def.schema.hidden):
+    if node_def.keyed_by_node_id:
         parts.append(("#id", node.id))
     inputs = node.inputs
+    append = parts.append
     for name in node_def.inputs:
         value = inputs.get(name, MISSING)
         if value is MISSING:
             continue
         if type(value) is Link:
             src_key = keys.get(value.node_id)
-            if src_key is None or is_uncacheable(src_key):
+            if src_key is None or len(src_key) != _DIGEST:
                 return uncacheable_key()
-            parts.append((name, src_key, value.output_index))
+            append((name, src_key, value.output_index))
+        elif type(value) in _SCALARS and type(value) is not float:
+            append((name, value))
         else:
             try:
                 parts.append((name, _canonical(value)))

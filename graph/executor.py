@@ -181,8 +181,14 @@ class _Run:
         planner = Planner(self.strong_deps.__getitem__, outputs, is_cached=self._lookup)
         self.planner = planner
         cached = planner.cached
-        if cached:
-            bus.emit(NodesCached(run_id=self.run_id, node_ids=list(cached)))
+        # Report every node of the prompt whose result is available, not only those the plan reached
+        # (ancestors of a cached node are never visited), as editors mark each of them.
+        reached = set(cached)
+        store, cache, keys = self.store, self.ex.cache, self.keys
+        self.cached_all = [nid for nid in self.req.validation.order
+                           if nid in reached or keys[nid] in store or cache.get(keys[nid]) is not None]
+        if self.cached_all:
+            bus.emit(NodesCached(run_id=self.run_id, node_ids=list(self.cached_all)))
             for nid in cached:
                 entry = self.store[self.keys[nid]]
                 if entry.ui is not None:
@@ -216,7 +222,7 @@ class _Run:
         self.ex.cache.end_run(self.keys.values())
         self.bus.emit(RunFinished(run_id=self.run_id, status=status, timestamp=time.time(), outputs=self.outputs))
         return RunOutcome(run_id=self.run_id, status=status, outputs=self.outputs, executed=self.executed,
-                          cached=list(self.planner.cached), **kw)
+                          cached=list(self.cached_all), **kw)
 
     def _emit_finished(self, nid: str, ui: dict[str, Any] | None, *, cached: bool) -> None:
         node = self.nodes[nid]

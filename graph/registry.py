@@ -29,6 +29,7 @@ class NodeDef:
     has_lazy_check: bool
     # Hooks that declare a `folders` parameter (or **kwargs) are given the engine's Folders.
     hooks_take_folders: frozenset[str] = frozenset()
+    keyed_by_node_id: bool = False  # asks for UNIQUE_ID, so its results are per node id
 
     @property
     def class_type(self) -> str:
@@ -144,6 +145,7 @@ def _build_def(cls: type, schema: NodeSchema, source: str) -> NodeDef:
         has_validate=callable(getattr(cls, "validate_inputs", None)),
         has_lazy_check=has_lazy_check,
         hooks_take_folders=frozenset(h for h in ("fingerprint", "validate_inputs") if _accepts(cls, h, "folders")),
+        keyed_by_node_id=any(h.kind == "UNIQUE_ID" for h in schema.hidden),
     )
 
 
