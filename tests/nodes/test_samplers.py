@@ -39,19 +39,21 @@ def ode_error(name: str, steps: int) -> float:
 
 
 @pytest.mark.parametrize("name, tolerance", [("euler", 0.1), ("ddim", 0.1), ("heun", 0.01), ("dpm_2", 0.01),
-                                             ("lms", 0.01), ("dpmpp_2m", 0.01)])
+                                             ("lms", 0.01), ("dpmpp_2m", 0.01), ("uni_pc", 0.01),
+                                             ("uni_pc_bh2", 0.01)])
 def test_deterministic_samplers_solve_the_ode(name, tolerance):
     assert ode_error(name, 60) < tolerance  # final values span about +-1.5
 
 
 def test_higher_order_samplers_are_more_accurate():
-    euler, heun, lms, dpmpp = (ode_error(n, 12) for n in ("euler", "heun", "lms", "dpmpp_2m"))
-    assert heun < euler / 3 and lms < euler / 3 and dpmpp < euler / 3
+    euler, heun, lms, dpmpp, unipc = (ode_error(n, 12) for n in ("euler", "heun", "lms", "dpmpp_2m", "uni_pc"))
+    assert heun < euler / 3 and lms < euler / 3 and dpmpp < euler / 3 and unipc < euler / 3
 
 
 @pytest.mark.parametrize("name, steps", [("euler_ancestral", 100), ("dpm_2_ancestral", 30), ("dpmpp_sde", 30),
-                                         ("dpmpp_2m_sde", 30)])
-def test_stochastic_samplers_end_on_the_data_distribution(name, steps):
+                                         ("dpmpp_2m_sde", 30), ("uni_pc", 20), ("uni_pc_bh2", 20), ("dpmpp_2m", 20)])
+def test_samplers_end_on_the_data_distribution(name, steps):
+    """Down to sigma = 0, stochastic or not, the samples must have the data's mean and spread."""
     sigmas = schedule(MS, "karras", steps)
     x = initial_noise(torch.zeros(1, 4096, 1, 1), seed=3).double() * float(sigmas[0])
     out = run(name, x, sigmas, seed=5, brownian="sde" in name)
