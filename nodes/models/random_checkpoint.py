@@ -306,10 +306,6 @@ def _prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {prefix + k: v for k, v in sd.items()}
 
 
-def _prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {prefix + k: v for k, v in sd.items()}
-
-
 def ldm_state_dict(kind: str, models: TinyModels | None = None) -> dict[str, torch.Tensor]:
     """The whole model of ``kind`` (default: the tiny one) as one original-layout state dict.
 
