@@ -36,7 +36,9 @@ class Progress:
     node_id: str
     value: float
     max: float
-    preview: Any = None  # an image-like object a listener may encode and send
+    # None, or a zero-argument callable returning a small PIL image: nodes pay for a preview only
+    # when a listener asks for it.
+    preview: Any = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

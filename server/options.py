@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+# Previews are a cheap latent -> RGB projection; "auto" and "latent2rgb" both select it. (A client
+# asking for "taesd" in extra_data also gets it: a preview is never an output, so this is no silent
+# change of a result.)
+PREVIEW_METHODS = ("none", "auto", "latent2rgb")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -155,6 +155,12 @@ class Relay:
 
 def encode_preview(preview: Any) -> bytes | None:
     """A binary preview frame: 4-byte event type 1, 4-byte image format, then the encoded image."""
+    if callable(preview):  # nodes hand a callable so the image is only made when someone wants it
+        try:
+            preview = preview()
+        except Exception:
+            log.exception("making a preview image failed; skipped")
+            return None
     fmt_name = "JPEG"
     image = preview
     if isinstance(preview, tuple) and len(preview) >= 2 and isinstance(preview[0], str):

@@ -47,7 +47,7 @@ class SavePng(Node):
 
 
 class PreviewSteps(Node):
-    """Reports `steps` progress steps, each with a small preview image."""
+    """Reports `steps` progress steps, each with a small preview image made on demand (as samplers do)."""
 
     SCHEMA = NodeSchema(node_id="PreviewSteps", category="test",
                         inputs=[InputSpec(name="value", type=ANY), IntInput(name="steps", default=3, min=1, max=100)],
@@ -55,7 +55,7 @@ class PreviewSteps(Node):
 
     def execute(self, ctx, *, value, steps):
         for i in range(1, steps + 1):
-            ctx.progress(i, steps, Image.new("RGB", (16, 16), (i * 20 % 256, 0, 0)))
+            ctx.progress(i, steps, lambda i=i: Image.new("RGB", (16, 16), (i * 20 % 256, 0, 0)))
         return (value,)
 
 
