@@ -167,7 +167,7 @@ def atomic_write(path: str | os.PathLike[str], data_writer: Callable[[BinaryIO],
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return path
 
 
@@ -185,7 +185,7 @@ def _link_no_overwrite(tmp: Path, path: Path) -> None:
     os.unlink(tmp)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename durable; some filesystems cannot fsync a directory, which is harmless."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

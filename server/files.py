@@ -9,16 +9,13 @@ fsynced and renamed into place, so a crash never leaves a half-written file unde
 from __future__ import annotations
 
 import os
-import re
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from graph.paths import UnsafePathError, atomic_write, check_name
 
 FOLDER_TYPES = ("output", "input", "temp")
-MAX_NAME_BYTES = 200
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
 
 
@@ -38,27 +35,23 @@ def folder_root(folders: Any, kind: str) -> Path:
 
 
 def split_relative(text: str, what: str, *, nested: bool = True, allow_empty: bool = False) -> list[str]:
-    """The components of a client-supplied relative path, or PathError saying what is wrong with it."""
+    """The components of a client-supplied relative path, or PathError saying what is wrong with it.
+
+    graph.paths.check_name refuses what could leave the folder (NUL, control characters, backslashes,
+    absolute paths, drive letters, '..'); a client may also not name hidden files (half-written
+    temporaries) or reserved device names.
+    """
     if not isinstance(text, str):
         raise PathError(f"{what} must be text")
-    if "\x00" in text:
-        raise PathError(f"{what} contains a NUL byte")
-    if "\\" in text:
-        raise PathError(f"{what} contains a backslash; use '/' between folders")
-    if text.startswith("/") or text.startswith("~"):
+    if text.startswith("~"):
         raise PathError(f"{what} must be a relative path, got {text[:80]!r}")
-    if _DRIVE.match(text):
-        raise PathError(f"{what} must not name a drive ({text[:2]})")
-    if _CONTROL.search(text):
-        raise PathError(f"{what} contains a control character")
-    parts = [p for p in text.split("/") if p not in ("", ".")]
+    try:
+        parts = check_name(text, what=what)
+    except UnsafePathError as exc:
+        raise PathError(str(exc)) from None
     for part in parts:
-        if part == "..":
-            raise PathError(f"{what} must not contain '..': {text[:80]!r}")
         if part.startswith("."):
             raise PathError(f"{what} must not name a hidden file or folder ({part[:40]!r})")
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise PathError(f"{what} has a component longer than {MAX_NAME_BYTES} bytes")
         if part.split(".")[0].strip().lower() in _RESERVED:
             raise PathError(f"{what} uses a reserved device name ({part[:40]!r})")
         try:
@@ -99,33 +92,6 @@ def prepare_dir(root: Path, subfolder: str) -> Path:
     return contained(root, parts)  # again: a folder swapped for a symlink meanwhile is caught here
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
-def _write_temp(directory: Path, data: bytes) -> Path:
-    tmp = directory / f".partial-{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
 def numbered(name: str, i: int) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot:
@@ -135,36 +101,33 @@ def numbered(name: str, i: int) -> str:
 
 def write_atomic(directory: Path, name: str, data: bytes, *, overwrite: bool,
                  same: Callable[[Path], bool] | None = None) -> str:
-    """Write `data` as directory/name and return the name used.
+    """Write `data` as directory/name (whole or not at all) and return the name used.
 
     Without overwrite an existing name gets " (1)", " (2)"... appended, unless `same(existing)` says
     the existing file already holds this content (a re-upload), whose name is then returned.
     """
-    tmp = _write_temp(directory, data)
-    try:
-        if overwrite:
-            target = directory / name
-            if target.is_dir() and not target.is_symlink():
-                raise PathError(f"{name!r} is a folder", status=409)
-            os.replace(tmp, target)  # replaces a symlink itself, never the file it points to
-            _fsync_dir(directory)
-            return name
-        for i in range(0, 10_000):
-            candidate = name if i == 0 else numbered(name, i)
-            target = directory / candidate
-            if os.path.lexists(target):
-                if same is not None and target.is_file() and not target.is_symlink() and same(target):
-                    return candidate
-                continue
-            try:
-                os.link(tmp, target)  # fails if the name appeared meanwhile: no silent overwrite
-            except FileExistsError:
-                continue
-            _fsync_dir(directory)
-            return candidate
-        raise PathError(f"too many files named like {name!r}", status=409)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def writer(f: BinaryIO) -> None:
+        f.write(data)
+
+    if overwrite:
+        target = directory / name
+        if target.is_dir() and not target.is_symlink():
+            raise PathError(f"{name!r} is a folder", status=409)
+        atomic_write(target, writer)  # replaces a symlink itself, never the file it points to
+        return name
+    for i in range(0, 10_000):
+        candidate = name if i == 0 else numbered(name, i)
+        target = directory / candidate
+        if os.path.lexists(target):
+            if same is not None and target.is_file() and not target.is_symlink() and same(target):
+                return candidate
+            continue
+        try:
+            atomic_write(target, writer, overwrite=False)  # no silent overwrite if the name appeared
+        except FileExistsError:
+            continue
+        return candidate
+    raise PathError(f"too many files named like {name!r}", status=409)
 
 
 def list_files(root: Path, *, recurse: bool) -> list[Path]:
