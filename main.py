@@ -2,6 +2,7 @@
 
     python main.py                 start the server with the editor (same as `python main.py serve`)
     python main.py run FILE.json   run a saved workflow headlessly, in-process
+    python main.py plugins check   what installing the plugins' requirements.txt would change
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ BUILTIN_NODE_MODULES = (
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+PLUGINS_DIR = ROOT / "custom_nodes"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginSettings:
+    """Which plugin packs to load (graph/plugins.py; docs/plugins.md)."""
+
+    enabled: bool = True
+    dirs: tuple[Path, ...] = (PLUGINS_DIR,)
+    allow: tuple[str, ...] | None = None  # only these packs (None: all)
+    reload: bool = False  # reload changed packs between prompts (development)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +64,9 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
-def build_registry(modules: Sequence[str] | None = None, *, folders: Folders | None = None) -> NodeRegistry:
+def build_registry(modules: Sequence[str] | None = None, *, folders: Folders | None = None,
+                   plugins: PluginSettings | None = None) -> NodeRegistry:
+    """Built-in nodes first (their names always win), then the plugin packs when `plugins` is given."""
     registry = NodeRegistry(folders=folders)
     for name in BUILTIN_NODE_MODULES if modules is None else modules:
         try:
@@ -62,6 +76,12 @@ def build_registry(modules: Sequence[str] | None = None, *, folders: Folders | N
             registry.record_failed_pack(name, f"{type(exc).__name__}: {exc}")
             continue
         registry.register_module(module, source=name)
+    if plugins is not None:
+        from graph.plugins import PluginManager
+
+        manager = PluginManager(registry, plugins.dirs, allow=plugins.allow, enabled=plugins.enabled,
+                                folders=folders, auto_reload=plugins.reload)
+        manager.load_all()
     return registry
 
 
@@ -100,6 +120,25 @@ def _folder_args(parser: argparse.ArgumentParser) -> None:
                         help="what to keep between prompts: none, recent[:N] (results of the last N prompts) "
                              "or ram:SIZE (e.g. ram:8GB, least recently used first); default recent:1")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _plugin_args(parser)
+
+
+def _plugin_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("plugins")
+    group.add_argument("--disable-plugins", action="store_true", default=os.environ.get("SUMIE_DISABLE_PLUGINS") == "1",
+                       help="load no plugin packs from custom_nodes/ (env SUMIE_DISABLE_PLUGINS=1)")
+    group.add_argument("--plugins-allow", nargs="+", metavar="NAME", default=None,
+                       help="load only these plugin packs (folder or file names in custom_nodes/)")
+    group.add_argument("--plugins-dir", action="append", type=Path, default=None, metavar="DIR",
+                       help="folder of plugin packs (repeatable); default ./custom_nodes/ beside main.py")
+
+
+def plugin_settings_from(args: argparse.Namespace) -> PluginSettings:
+    dirs = tuple(Path(d).expanduser().resolve() for d in args.plugins_dir) if getattr(args, "plugins_dir", None) \
+        else (PLUGINS_DIR,)
+    return PluginSettings(enabled=not getattr(args, "disable_plugins", False), dirs=dirs,
+                          allow=tuple(args.plugins_allow) if getattr(args, "plugins_allow", None) else None,
+                          reload=bool(getattr(args, "reload_plugins", False)))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -111,6 +150,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=int(os.environ.get("SUMIE_PORT", "8188")))
     _folder_args(serve)
+    serve.add_argument("--reload-plugins", action="store_true",
+                       help="development: reload plugin packs whose files changed, between prompts")
     server_cli.add_arguments(serve)
     run = sub.add_parser("run", help="run a saved workflow headlessly, without a server")
     run.add_argument("workflow", type=Path, help="an API-format workflow JSON file (or a POST /prompt body)")
@@ -119,6 +160,15 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="stream events as JSON lines on stdout")
     run.add_argument("--timeout", type=float, default=None, help="stop the run after this many seconds")
     _folder_args(run)
+    plugins = sub.add_parser("plugins", help="inspect plugin packs (never installs anything)")
+    plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
+    check = plugins_sub.add_parser("check", help="what installing a pack's requirements.txt would change here; "
+                                   "flags packs that would replace torch, numpy or another engine dependency")
+    check.add_argument("pack", nargs="?", help="a pack's name in custom_nodes/ (default: every pack)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("-v", "--verbose", action="store_true", help="log more")
+    check.add_argument("--plugins-dir", action="append", type=Path, default=None, metavar="DIR",
+                       help="folder of plugin packs (repeatable); default ./custom_nodes/")
     return parser
 
 
@@ -252,7 +302,7 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     ensure_demo_model(settings)
-    registry = build_registry(folders=settings.folders)
+    registry = build_registry(folders=settings.folders, plugins=plugin_settings_from(args))
     executor = build_executor(settings, registry)
     validation = executor.validate(request.workflow, request.partial_execution_targets)
     for node_id, issue in validation.warnings:
@@ -316,9 +366,45 @@ def command_serve(args: argparse.Namespace) -> int:
         print(f"error: the server is not available in this installation: {exc}", file=sys.stderr)
         return EXIT_ERROR
     ensure_demo_model(settings)
-    registry = build_registry(folders=settings.folders)
+    registry = build_registry(folders=settings.folders, plugins=plugin_settings_from(args))
     return server_app.serve(settings, registry, build_executor(settings, registry),
                             options=server_cli.options_from(args))
+
+
+# -- plugins ---------------------------------------------------------------------------------------
+def command_plugins(args: argparse.Namespace) -> int:
+    """`plugins check [PACK]`: report what each pack's requirements.txt would change; installs nothing.
+
+    Exit code 0 when nothing protected would change, 1 when a pack is unknown or would replace torch,
+    numpy or another package the engine depends on.
+    """
+    from graph.plugins import check_requirements, discover
+
+    dirs = [Path(d).expanduser().resolve() for d in args.plugins_dir] if args.plugins_dir else [PLUGINS_DIR]
+    sources = discover(dirs)
+    if args.pack:
+        sources = [s for s in sources if s.name == args.pack]
+        if not sources:
+            print(f"error: no plugin pack named {args.pack!r} in {', '.join(map(str, dirs))}", file=sys.stderr)
+            return EXIT_ERROR
+    report = {s.name: check_requirements(s.path) for s in sources}
+    flagged = any(c.flagged for checks in report.values() for c in checks)
+    if args.json:
+        print(json.dumps({name: [c.to_json() for c in checks] for name, checks in report.items()}, indent=2))
+        return EXIT_ERROR if flagged else EXIT_OK
+    for name, checks in report.items():
+        if not checks:
+            print(f"{name}: no requirements.txt (nothing to install)")
+            continue
+        changes = [c for c in checks if c.action in ("install", "change")]
+        print(f"{name}: {len(changes)} of {len(checks)} requirement(s) would change this environment")
+        for c in checks:
+            mark = "!!" if c.flagged else {"ok": "ok", "install": "+", "change": "~", "skip": "-"}.get(c.action, "?")
+            print(f"  {mark:>2} {c.line}: {c.note}")
+    if flagged:
+        print("\n!! marks a package the engine depends on: installing that pack's requirements would replace it. "
+              "Install its other requirements by hand instead.")
+    return EXIT_ERROR if flagged else EXIT_OK
 
 
 def ensure_demo_model(settings: Settings) -> None:
@@ -343,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command == "run":
         return command_run(args)
+    if args.command == "plugins":
+        return command_plugins(args)
     return command_serve(args)
 
 

@@ -50,6 +50,10 @@ class NodeRegistry:
     folders: Any = None
     _defs: dict[str, NodeDef] = field(default_factory=dict)
     failed_packs: list[FailedPack] = field(default_factory=list)
+    # Filled by graph.plugins: pack name -> its WEB_DIRECTORY (served at /extensions/<pack>/), and the
+    # plugin manager itself (GET /plugins reads its report; None when plugins are not loaded).
+    web_dirs: dict[str, Any] = field(default_factory=dict)
+    plugins: Any = None
 
     def register(self, cls: type, *, source: str = "builtin") -> NodeDef:
         schema = getattr(cls, "SCHEMA", None)
@@ -77,6 +81,13 @@ class NodeRegistry:
 
     def record_failed_pack(self, name: str, error: str, node_names: Iterable[str] = ()) -> None:
         self.failed_packs.append(FailedPack(name=name, error=error, node_names=tuple(node_names)))
+
+    def remove_source(self, source: str) -> list[str]:
+        """Unregister every node registered from `source` (a plugin being reloaded); their ids."""
+        gone = [name for name, d in self._defs.items() if d.source == source]
+        for name in gone:
+            del self._defs[name]
+        return gone
 
     def get(self, class_type: str) -> NodeDef | None:
         return self._defs.get(class_type)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import api_files as files
+from . import api_plugins as plugins
 from . import api_queue as queue
 from . import api_system as system
 from . import openapi
@@ -88,10 +89,12 @@ ROUTES: tuple[Route, ...] = (
           responses=(204, 404), summary="Delete a user file."),
     Route(method="POST", path="/userdata/{file}/move/{dest}", handler=files.move_userdata, tag="userdata",
           responses=(200, 404, 409), summary="Rename a user file."),
-    Route(method="GET", path="/extensions", handler=files.get_extensions, tag="files",
+    Route(method="GET", path="/extensions", handler=plugins.get_extensions, tag="files",
           summary="URLs of the plugins' web (JavaScript) files."),
-    Route(method="GET", path="/extensions/{pack}/{path:.+}", handler=files.get_extension_file, tag="files",
+    Route(method="GET", path="/extensions/{pack}/{path:.+}", handler=plugins.get_extension_file, tag="files",
           api=False, responses=(200, 404), summary="A file of a plugin's web folder."),
+    Route(method="GET", path="/plugins", handler=plugins.get_plugins, tag="nodes",
+          summary="Plugin packs: loaded and failed ones, their nodes, name conflicts and errors."),
     Route(method="GET", path="/openapi.json", handler=openapi.get_openapi, tag="meta",
           summary="This description."),
     Route(method="GET", path="/schemas/{name}.json", handler=system.get_schema, tag="meta", responses=(200, 404),
@@ -102,11 +105,26 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+# Handlers that see newly changed plugin packs first when the server runs with --reload-plugins.
+RELOAD_BEFORE = frozenset({("POST", "/prompt"), ("POST", "/run"), ("GET", "/object_info"),
+                           ("GET", "/object_info/{node_class}")})
+EDITOR_FILES = "/{path:.+}"
+
+
 def add_routes(app: web.Application, ws_handler: Handler) -> None:
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/api/ws", ws_handler)
+
+    def handler_of(route: Route) -> Handler:
+        if (route.method, route.path) in RELOAD_BEFORE:
+            return plugins.reloading(route.handler, app)
+        return route.handler
+
     for route in ROUTES:
         if route.api:
-            app.router.add_route(route.method, "/api" + route.path, route.handler)
+            app.router.add_route(route.method, "/api" + route.path, handler_of(route))
     for route in ROUTES:  # after the /api copies, so the editor's catch-all never shadows them
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.path == EDITOR_FILES:
+            plugins.add_pack_routes(app)  # after ours (a pack cannot replace them), before the catch-all
+        app.router.add_route(route.method, route.path, handler_of(route))
+    plugins.attach(app)

@@ -147,7 +147,8 @@ def test_subgraphs_are_expanded(reg):
 
 def test_converted_prompt_runs_like_the_api_prompt_written_directly(reg, executor):
     wf = ui([node(1, "PrimitiveNode", widgets=[4, "fixed"], outputs=[out("INT", "INT", [1])]),
-             node(2, "Add", inputs=[sock("a", "INT", 1, widget=True)], widgets=[0, 6], outputs=[out("sum", "INT", [2])]),
+             node(2, "Add", inputs=[sock("a", "INT", 1, widget=True)], widgets=[0, 6],
+                  outputs=[out("sum", "INT", [2])]),
              node(3, "Reroute", inputs=[sock("", "*", 2)], outputs=[out("", "INT", [3])]),
              node(4, "Show", inputs=[sock("value", "*", 3)])],
             [[1, 1, 0, 2, 0, "INT"], [2, 2, 0, 3, 0, "INT"], [3, 3, 0, 4, 0, "INT"]])

@@ -1,0 +1,118 @@
+"""The ComfyUI compatibility layer: the module names ComfyUI packs import, served to packs only.
+
+ComfyUI packs write `import folder_paths`, `import comfy.utils`, `import comfy.model_management`,
+`from server import PromptServer` and `import nodes` / `from nodes import NODE_CLASS_MAPPINGS`.
+Two of those names, `server` and `nodes`, are our own packages, so the layer must not simply put
+aliases into `sys.modules` (that would shadow our packages for our own code, in every thread).
+
+How it avoids that: `install()` wraps `builtins.__import__` once. An import statement is resolved
+by the shim only when all of these hold: it is absolute (level 0), its top-level name is one of
+`ALIASES` (folder_paths, comfy, server, nodes), and the module executing it is a pack module (its
+`__name__` is a pack's module name or below it; graph.plugins registers each pack's name before
+importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from server import
+PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
+code, goes to the real import system untouched. Nothing is added to `sys.modules` under the bare
+names, so `import server` in our code (or in a test) is always our server package.
+
+Known limits: `importlib.import_module("folder_paths")` from a pack does not go through
+`__import__` and is not aliased; a third-party library imported by a pack that itself imports
+`folder_paths` is not a pack module and gets the real import system. ComfyUI internals this layer does
+not provide (`comfy.sd`, `comfy.samplers`, `comfy_extras`, `latent_preview`, ...) fail with a
+ModuleNotFoundError that says so, and the pack is reported as failed with that reason.
+
+The engine never imports this package; graph.plugins installs it before loading packs.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+from typing import Any
+
+from . import _runtime
+
+ALIASES = {"folder_paths": "compat.folder_paths", "comfy": "compat.comfy", "server": "compat.server",
+           "nodes": "compat.nodes"}
+# Parts of ComfyUI itself that packs sometimes import and that this layer does not provide.
+COMFY_INTERNALS = frozenset({"comfy_extras", "comfy_execution", "comfy_api", "comfy_api_nodes", "latent_preview",
+                             "node_helpers", "comfyui_version", "comfy_config"})
+
+_pack_roots: set[str] = set()
+_real_import: Any = None
+
+
+def register_pack_module(module_name: str) -> None:
+    """Treat `module_name` (and its submodules) as pack code: its imports see the shim."""
+    _pack_roots.add(module_name.partition(".")[0])
+
+
+def is_pack_module(module_name: Any) -> bool:
+    return isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots
+
+
+def _not_provided(name: str) -> ModuleNotFoundError:
+    exc = ModuleNotFoundError(
+        f"No module named '{name}': it is part of ComfyUI, and Sumie's compatibility layer provides only "
+        "folder_paths, comfy.utils, comfy.model_management, server.PromptServer and nodes", name=name)
+    exc.sumie_compat = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _aliased(name: str, fromlist: Any) -> Any:
+    top, _, rest = name.partition(".")
+    target = ALIASES[top] + ("." + rest if rest else "")
+    try:
+        module = importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and (target == exc.name or target.startswith(exc.name + ".") or exc.name.startswith(target)):
+            raise _not_provided(name) from None
+        raise
+    if fromlist:
+        for item in fromlist:
+            if item != "*" and not hasattr(module, item):
+                try:
+                    importlib.import_module(f"{target}.{item}")
+                except ModuleNotFoundError:
+                    pass  # `from comfy import missing` then fails with the usual ImportError
+        return module
+    return importlib.import_module(ALIASES[top])
+
+
+def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+    if level == 0 and type(globals) is dict:
+        top = name.partition(".")[0]
+        if (top in ALIASES or top in COMFY_INTERNALS) and is_pack_module(globals.get("__name__")):
+            if top in ALIASES:
+                return _aliased(name, fromlist)
+            try:
+                return _real_import(name, globals, locals, fromlist, level)
+            except ModuleNotFoundError as exc:
+                if exc.name == top:
+                    raise _not_provided(name) from None
+                raise
+    return _real_import(name, globals, locals, fromlist, level)
+
+
+def install(manager: Any = None) -> None:
+    """Bind the shim to a plugin manager (folders, server hooks) and wrap `__import__` (once)."""
+    global _real_import
+    if manager is not None:
+        _runtime.bind(manager)
+        from . import folder_paths, server
+
+        folder_paths.refresh()
+        table = server.PromptServer.instance.routes
+        if not any(t is table for t in manager.route_tables):
+            manager.route_tables.append(table)
+    if builtins.__import__ is not _import:
+        _real_import = builtins.__import__
+        builtins.__import__ = _import
+
+
+def uninstall() -> None:
+    """Restore the plain import system (tests)."""
+    if builtins.__import__ is _import and _real_import is not None:
+        builtins.__import__ = _real_import
+
+
+__all__ = ["ALIASES", "install", "is_pack_module", "register_pack_module", "uninstall"]

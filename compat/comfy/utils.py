@@ -1,0 +1,94 @@
+"""`comfy.utils` for ComfyUI packs: ProgressBar, image resizing helpers and safe weight loading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _runtime
+
+PROGRESS_BAR_ENABLED = True
+_global_hook: Any = None
+
+
+def set_progress_bar_enabled(enabled: bool) -> None:
+    global PROGRESS_BAR_ENABLED
+    PROGRESS_BAR_ENABLED = enabled
+
+
+def set_progress_bar_global_hook(function: Any) -> None:
+    global _global_hook
+    _global_hook = function
+
+
+class ProgressBar:
+    """Reports through the running node's progress (the websocket `progress` event), which is also
+    where an interrupt is honoured; outside a running node it only counts."""
+
+    def __init__(self, total: int, node_id: str | None = None) -> None:
+        self.total = total
+        self.current = 0
+        self.ctx = _runtime.context()
+        self.node_id = node_id
+
+    def update_absolute(self, value: float, total: float | None = None, preview: Any = None) -> None:
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total) if self.total else value
+        if self.ctx is not None:
+            self.ctx.progress(self.current, self.total, _preview(preview))
+        if _global_hook is not None:
+            _global_hook(self.current, self.total, preview, node_id=self.node_id)
+
+    def update(self, value: float) -> None:
+        self.update_absolute(self.current + value)
+
+
+def _preview(preview: Any) -> Any:
+    """ComfyUI previews are ("JPEG", PIL image, max_size); the engine's relay takes (format, image)."""
+    if isinstance(preview, tuple) and len(preview) >= 2:
+        return preview[0], preview[1]
+    return preview
+
+
+def common_upscale(samples: Any, width: int, height: int, upscale_method: str, crop: str) -> Any:
+    """Resize [B, C, H, W] to (height, width): nearest-exact, bilinear, area, bicubic, lanczos, bislerp."""
+    from nodes.sd.latent import resize_nchw
+
+    return resize_nchw(samples, int(width), int(height), upscale_method, crop)
+
+
+def repeat_to_batch_size(tensor: Any, batch_size: int, dim: int = 0) -> Any:
+    if tensor.shape[dim] > batch_size:
+        return tensor.narrow(dim, 0, batch_size)
+    if tensor.shape[dim] < batch_size:
+        reps = [1] * tensor.dim()
+        reps[dim] = -(-batch_size // tensor.shape[dim])
+        return tensor.repeat(*reps).narrow(dim, 0, batch_size)
+    return tensor
+
+
+def load_torch_file(ckpt: str, safe_load: bool = False, device: Any = None, return_metadata: bool = False) -> Any:
+    """A flat {name: tensor} dict through the engine's safe reader (pickles only as weights-only)."""
+    from nodes.models.weights_file import read_state_dict
+
+    sd = read_state_dict(ckpt)
+    if device is not None:
+        sd = {k: v.to(device) for k, v in sd.items()}
+    if return_metadata:
+        metadata = None
+        if str(ckpt).lower().endswith((".safetensors", ".sft")):
+            from safetensors import safe_open
+
+            with safe_open(str(ckpt), framework="pt") as handle:
+                metadata = handle.metadata()
+        return sd, metadata
+    return sd
+
+
+def state_dict_prefix_replace(state_dict: dict[str, Any], replace_prefix: dict[str, str],
+                              filter_keys: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {} if filter_keys else state_dict
+    for old, new in replace_prefix.items():
+        for key in [k for k in state_dict if k.startswith(old)]:
+            out[new + key[len(old):]] = state_dict.pop(key)
+    return out

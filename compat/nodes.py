@@ -1,0 +1,123 @@
+"""`nodes` for ComfyUI packs: `NODE_CLASS_MAPPINGS` of every registered node, and `MAX_RESOLUTION`.
+
+Plugin V1 nodes appear as their original classes. Built-in nodes appear as V1-looking facades: a class
+with `INPUT_TYPES()`, `RETURN_TYPES`, `FUNCTION = "execute_v1"`, whose method runs the node with the
+running node's context, so `nodes.NODE_CLASS_MAPPINGS["ImageInvert"]().execute_v1(image=img)` works.
+Positional arguments follow the node's input order. Module attributes resolve too (`nodes.SaveImage`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from . import _runtime
+
+MAX_RESOLUTION = 16384
+
+_facades: dict[tuple[str, int], type] = {}
+
+
+def _ctx_for(class_type: str) -> Any:
+    ctx = _runtime.context()
+    if ctx is not None:
+        return ctx
+    from graph.node import InterruptToken, NodeContext
+
+    return NodeContext(node_id="compat", class_type=class_type, run_id="compat", interrupt=InterruptToken(),
+                       folders=_runtime.folders())
+
+
+def _facade(class_type: str, node_def: Any) -> type:
+    key = (class_type, id(node_def))
+    found = _facades.get(key)
+    if found is not None:
+        return found
+    schema = node_def.schema
+    order = [s.name for s in schema.inputs]
+
+    def INPUT_TYPES(cls: type) -> dict[str, Any]:  # noqa: N802 - the protocol's name
+        registry = _runtime.registry()
+        folders = registry.folders if registry is not None else None
+        return schema.to_object_info(folders)["input"]
+
+    def execute_v1(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for name, value in zip(order, args, strict=False):
+            kwargs.setdefault(name, value)
+        from graph.node import NodeResult
+
+        result = node_def.cls().execute(_ctx_for(class_type), **kwargs)
+        if isinstance(result, NodeResult):
+            if result.ui is not None or result.expand is not None:
+                out: dict[str, Any] = {"result": tuple(result.result)}
+                if result.ui is not None:
+                    out["ui"] = result.ui
+                if result.expand is not None:
+                    out["expand"] = result.expand
+                return out
+            return tuple(result.result)
+        return result
+
+    found = type(class_type if class_type.isidentifier() else "BuiltinNode", (), {
+        "INPUT_TYPES": classmethod(INPUT_TYPES), "RETURN_TYPES": tuple(o.type for o in schema.outputs),
+        "RETURN_NAMES": tuple(o.display_name for o in schema.outputs),
+        "OUTPUT_IS_LIST": tuple(o.is_list for o in schema.outputs), "FUNCTION": "execute_v1",
+        "CATEGORY": schema.category, "OUTPUT_NODE": schema.output_node, "INPUT_IS_LIST": schema.input_is_list,
+        "DESCRIPTION": schema.description, "execute_v1": execute_v1, "__module__": "nodes",
+    })
+    _facades[key] = found
+    return found
+
+
+class _Mappings(MutableMapping):
+    """A live view of the registry; names packs add here are kept here (they are not registered)."""
+
+    def __init__(self, display: bool = False) -> None:
+        self.display = display
+        self.added: dict[str, Any] = {}
+
+    def _defs(self) -> dict[str, Any]:
+        registry = _runtime.registry()
+        if registry is None:
+            return {}
+        return {name: registry.get(name) for name in registry.names()}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.added:
+            return self.added[name]
+        registry = _runtime.registry()
+        node_def = registry.get(name) if registry is not None else None
+        if node_def is None:
+            raise KeyError(name)
+        if self.display:
+            return node_def.schema.display_name or name
+        v1 = getattr(node_def.cls, "V1_CLASS", None)
+        return v1 if v1 is not None else _facade(name, node_def)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.added[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self.added[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._defs()
+        yield from (n for n in self.added if n not in self._defs())
+
+    def __len__(self) -> int:
+        return len(set(self._defs()) | set(self.added))
+
+
+NODE_CLASS_MAPPINGS = _Mappings()
+NODE_DISPLAY_NAME_MAPPINGS = _Mappings(display=True)
+EXTENSION_WEB_DIRS: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        return NODE_CLASS_MAPPINGS[name]
+    except KeyError:
+        raise AttributeError(f"module 'nodes' has no attribute {name!r} (Sumie's compatibility layer)") from None
+
+
+__all__ = ["MAX_RESOLUTION", "NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
