@@ -1,7 +1,9 @@
 """Sumie's composition root: the command line (serve | run), settings, registry and wiring.
 
     python main.py                 start the server with the editor (same as `python main.py serve`)
-    python main.py run FILE.json   run a saved workflow headlessly, in-process
+    python main.py run FILE        run a saved workflow (JSON of either format, or a PNG) headlessly
+    python main.py convert IN OUT  write the API-format prompt of an editor workflow or image
+    python main.py inspect FILE    list missing node types and model files a workflow needs
     python main.py plugins check   what installing the plugins' requirements.txt would change
 """
 
@@ -26,6 +28,7 @@ from graph.events import Event, NodeFailed, NodeFinished, NodeStarted, Progress,
 from graph.formats import detect_format, parse_prompt_request
 from graph.jsonio import loads_strict
 from graph.limits import Limits
+from graph.ui_workflow import convert_ui_workflow, is_ui_workflow
 from graph.workflow import PromptRequest, parse_api_workflow
 from server import cli as server_cli
 
@@ -154,12 +157,22 @@ def make_parser() -> argparse.ArgumentParser:
                        help="development: reload plugin packs whose files changed, between prompts")
     server_cli.add_arguments(serve)
     run = sub.add_parser("run", help="run a saved workflow headlessly, without a server")
-    run.add_argument("workflow", type=Path, help="an API-format workflow JSON file (or a POST /prompt body)")
+    run.add_argument("workflow", type=Path, help="a workflow: API or editor format .json, a POST /prompt body, or "
+                     "a PNG/WebP with an embedded workflow")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                      help="override an input; VALUE is read as JSON when it parses, else as text (repeatable)")
     run.add_argument("--json", action="store_true", help="stream events as JSON lines on stdout")
     run.add_argument("--timeout", type=float, default=None, help="stop the run after this many seconds")
     _folder_args(run)
+    convert = sub.add_parser("convert", help="write the API-format prompt of an editor workflow or image")
+    convert.add_argument("source", type=Path, help="an editor-format .json, an API .json, or a PNG/WebP")
+    convert.add_argument("target", type=Path, help="the API-format .json to write ('-' for stdout)")
+    _folder_args(convert)
+    inspect = sub.add_parser("inspect", help="list the node types and model files a workflow needs that are "
+                             "missing")
+    inspect.add_argument("workflow", type=Path, help="a workflow .json (either format) or a PNG/WebP")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    _folder_args(inspect)
     plugins = sub.add_parser("plugins", help="inspect plugin packs (never installs anything)")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
     check = plugins_sub.add_parser("check", help="what installing a pack's requirements.txt would change here; "
@@ -188,14 +201,44 @@ class CommandError(Exception):
     pass
 
 
-def load_workflow_file(path: Path) -> PromptRequest:
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"RIFF")
+
+
+def read_workflow_document(path: Path) -> Any:
+    """The JSON a workflow file holds: a .json file, or the workflow embedded in a PNG/WebP we (or
+    ComfyUI) saved. From an image, the API prompt that ran is preferred (it reruns exactly), with the
+    editor workflow kept as its metadata; else the editor workflow alone."""
     try:
-        data = loads_strict(path.read_bytes())
+        raw = path.read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw.startswith(IMAGE_SIGNATURES):
+        from nodes.sd.png_meta import read_workflow_metadata
+
+        meta = read_workflow_metadata(raw)
+        if isinstance(meta.get("prompt"), dict):
+            envelope: dict[str, Any] = {"prompt": meta["prompt"]}
+            if isinstance(meta.get("workflow"), dict):
+                envelope["extra_data"] = {"extra_pnginfo": {"workflow": meta["workflow"]}}
+            return envelope
+        if isinstance(meta.get("workflow"), dict):
+            return meta["workflow"]
+        raise CommandError(f"{path} holds no workflow (no 'prompt' or 'workflow' metadata)")
+    try:
+        return loads_strict(raw)
     except RequestError as exc:
         raise CommandError(f"{path}: {exc.issue.message}") from None
+
+
+def load_workflow_file(path: Path, registry: NodeRegistry) -> PromptRequest:
+    """A runnable request from an API-format file, a POST /prompt body, an editor file or an image."""
+    data = read_workflow_document(path)
     kind = detect_format(data)
+    if kind == "ui":
+        data = {"prompt": data, "extra_data": {"extra_pnginfo": {"workflow": data}}}
+        kind = "envelope"
+    if kind == "envelope" and is_ui_workflow(data.get("prompt")):
+        data = {**data, "prompt": convert_or_fail(path, data["prompt"], registry)}
     if kind == "envelope":
         try:
             return parse_prompt_request(data)
@@ -203,10 +246,16 @@ def load_workflow_file(path: Path) -> PromptRequest:
             raise CommandError(f"{path}: {exc.issue.message}") from None
     if kind == "api":
         return PromptRequest(workflow=parse_api_workflow(data))
-    if kind == "ui":
-        raise CommandError(f"{path} is an editor-format workflow; this version runs API-format files: in the "
-                           "editor use 'Export (API)' and run that file")
     raise CommandError(f"{path}: expected a JSON object of nodes, got {type(data).__name__}")
+
+
+def convert_or_fail(path: Path, workflow: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
+    conversion = convert_ui_workflow(workflow, registry)
+    for warning in conversion.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not conversion.ok:
+        raise CommandError(f"{path}: cannot convert the editor workflow:\n  " + "\n  ".join(conversion.messages()))
+    return conversion.prompt
 
 
 def apply_overrides(request: PromptRequest, overrides: Sequence[str]) -> None:
@@ -295,14 +344,14 @@ def output_paths(outputs: dict[str, dict[str, Any]], folders: Folders) -> list[P
 
 def command_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    ensure_demo_model(settings)
+    registry = build_registry(folders=settings.folders, plugins=plugin_settings_from(args))
     try:
-        request = load_workflow_file(args.workflow)
+        request = load_workflow_file(args.workflow, registry)
         apply_overrides(request, args.overrides)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    ensure_demo_model(settings)
-    registry = build_registry(folders=settings.folders, plugins=plugin_settings_from(args))
     executor = build_executor(settings, registry)
     validation = executor.validate(request.workflow, request.partial_execution_targets)
     for node_id, issue in validation.warnings:
@@ -355,6 +404,79 @@ def command_run(args: argparse.Namespace) -> int:
         if args.verbose:
             print("".join(failure.traceback), file=sys.stderr)
     return EXIT_ERROR
+
+
+# -- convert and inspect ---------------------------------------------------------------------------
+def command_convert(args: argparse.Namespace) -> int:
+    """Write the API prompt of an editor workflow (or of a PNG/WebP's embedded workflow)."""
+    settings = settings_from(args)
+    registry = build_registry(folders=settings.folders, plugins=plugin_settings_from(args))
+    try:
+        request = load_workflow_file(args.source, registry)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    text = json.dumps(dict(request.workflow.raw), indent=2, ensure_ascii=False) + "\n"
+    if str(args.target) == "-":
+        sys.stdout.write(text)
+    else:
+        args.target.write_text(text, encoding="utf-8")
+        print(f"wrote {args.target} ({len(request.workflow.raw)} nodes)", file=sys.stderr)
+    return EXIT_OK
+
+
+def inspect_workflow(data: Any, registry: NodeRegistry) -> dict[str, Any]:
+    """Which node types a workflow needs that are missing, and which model/input files it names."""
+    missing: dict[str, str] = {}
+    prompt: dict[str, Any] = {}
+    if detect_format(data) == "envelope":
+        data = data["prompt"]
+    if is_ui_workflow(data):
+        conversion = convert_ui_workflow(data, registry)
+        for issues in conversion.errors.values():
+            for issue in issues:
+                if issue.type == "missing_node_type":
+                    missing[str(issue.extra.get("class_type"))] = issue.details
+        prompt = conversion.prompt
+    elif isinstance(data, dict):
+        prompt = data
+    files = []
+    for nid, node in prompt.items():
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        node_def = registry.get(class_type) if isinstance(class_type, str) else None
+        if node_def is None:
+            if isinstance(class_type, str):
+                missing[class_type] = registry.missing_node_hint(class_type)
+            continue
+        for name, spec in node_def.inputs.items():
+            value = (node.get("inputs") or {}).get(name)
+            if getattr(spec, "choices", None) is not None and callable(spec.choices) and isinstance(value, str):
+                installed = value in spec.current_choices(registry.folders)
+                files.append({"node": nid, "class_type": class_type, "input": name, "file": value,
+                              "installed": installed})
+    return {"missing_node_types": missing, "files": files}
+
+
+def command_inspect(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    registry = build_registry(folders=settings.folders, plugins=plugin_settings_from(args))
+    try:
+        report = inspect_workflow(read_workflow_document(args.workflow), registry)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for class_type, hint in report["missing_node_types"].items():
+            print(f"missing node type: {class_type} ({hint})")
+        for f in report["files"]:
+            state = "ok" if f["installed"] else "MISSING"
+            print(f"{state:>7}  {f['file']}  (node {f['node']} {f['class_type']}.{f['input']})")
+        if not report["missing_node_types"] and all(f["installed"] for f in report["files"]):
+            print("everything this workflow needs is installed")
+    problems = report["missing_node_types"] or any(not f["installed"] for f in report["files"])
+    return EXIT_ERROR if problems else EXIT_OK
 
 
 # -- serve -----------------------------------------------------------------------------------------
@@ -431,6 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command_run(args)
     if args.command == "plugins":
         return command_plugins(args)
+    if args.command == "convert":
+        return command_convert(args)
+    if args.command == "inspect":
+        return command_inspect(args)
     return command_serve(args)
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from graph.errors import Issue, RequestError
 from graph.formats import parse_prompt_request
+from graph.ui_workflow import Conversion, convert_ui_workflow, is_ui_workflow
 
 from .jobs import DONE, ERROR, INTERRUPTED, PENDING, RUNNING, SUCCESS, Job, wire_number
 from .security import error_response, read_json, require_object
@@ -55,8 +56,43 @@ class Submitted:
     node_errors: dict[str, Any] = field(default_factory=dict)  # outputs that failed validation and will not run
 
 
+def conversion_error(conversion: Conversion) -> web.Response:
+    """A 400 in the validation-error shape, for an editor-format workflow that cannot be converted."""
+    node_errors = {nid: {"errors": [i.to_json() for i in issues], "dependent_outputs": [],
+                         "class_type": (issues[0].extra or {}).get("class_type", "")}
+                   for nid, issues in conversion.errors.items() if nid}
+    document = conversion.errors.get("", [])
+    first = document[0] if document else next(iter(conversion.errors.values()))[0]
+    body = {"error": {"type": "invalid_prompt", "message": f"Cannot convert the editor workflow: {first.message}",
+                      "details": first.details, "extra_info": {}}, "node_errors": node_errors}
+    return web.json_response(body, status=400)
+
+
+def from_editor_format(state: ServerState, data: Any) -> dict[str, Any] | web.Response:
+    """Accept an editor-format workflow where an API prompt is expected (as `prompt`, or the whole body).
+
+    It is converted on the server; the original is kept as the `workflow` metadata that SaveImage
+    embeds, unless the client sent its own.
+    """
+    if is_ui_workflow(data):
+        data = {"prompt": data}
+    if not (isinstance(data, dict) and is_ui_workflow(data.get("prompt"))):
+        return data
+    conversion = convert_ui_workflow(data["prompt"], state.registry)
+    if not conversion.ok:
+        return conversion_error(conversion)
+    extra = dict(data.get("extra_data") or {})
+    pnginfo = dict(extra.get("extra_pnginfo") or {})
+    pnginfo.setdefault("workflow", data["prompt"])
+    extra["extra_pnginfo"] = pnginfo
+    return {**data, "prompt": conversion.prompt, "extra_data": extra}
+
+
 async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
-    """Check and queue one POST /prompt body: the submission, or the response refusing it."""
+    """Check and queue one POST /prompt body (API or editor format): the submission, or the refusal."""
+    data = from_editor_format(state, data)
+    if isinstance(data, web.Response):
+        return data
     req = parse_prompt_request(data)
     prompt_id = req.prompt_id
     if prompt_id is not None and not (isinstance(prompt_id, str) and _PROMPT_ID.fullmatch(prompt_id)):
@@ -111,6 +147,19 @@ async def post_prompt(request: web.Request) -> web.Response:
         return sub
     return web.json_response({"prompt_id": sub.job.prompt_id, "number": wire_number(sub.job.number),
                               "node_errors": sub.node_errors})
+
+
+async def post_convert(request: web.Request) -> web.Response:
+    """An editor-format workflow (the body, or its `workflow` field) as an API prompt."""
+    state = state_of(request)
+    data = await read_json(request, state.options.max_json_bytes)
+    workflow = data.get("workflow") if isinstance(data, dict) and "workflow" in data else data
+    if not is_ui_workflow(workflow):
+        raise _issue("invalid_workflow", "Expected an editor-format workflow (an object with 'nodes' and 'links')")
+    conversion = convert_ui_workflow(workflow, state.registry)
+    if not conversion.ok:
+        return conversion_error(conversion)
+    return web.json_response({"prompt": conversion.prompt, "warnings": conversion.warnings})
 
 
 async def get_prompt(request: web.Request) -> web.Response:

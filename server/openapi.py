@@ -30,6 +30,8 @@ _BODIES: dict[str, dict[str, Any]] = {
         "image": {"type": "string", "format": "binary"}, "subfolder": {"type": "string"},
         "type": {"enum": ["input", "output", "temp"]}, "overwrite": {"type": "string"},
         "original_ref": {"type": "string", "description": "mask uploads: JSON {filename, subfolder, type}"}}},
+    "EditorWorkflow": {"type": "object", "description": "An editor-format workflow (see /schemas/ui_workflow.json), "
+                       "as the body or its 'workflow' field."},
 }
 
 _STATUS_TEXT = {200: "OK", 202: "Still running: poll /api/jobs/{id}", 204: "Done", 400: "Invalid request",

@@ -34,8 +34,11 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route(method="POST", path="/prompt", handler=queue.post_prompt, tag="queue", body="PromptRequest",
           responses=(200, 400, 409, 413, 429),
-          summary="Queue a workflow (API format). A client-supplied prompt_id makes the call idempotent."),
+          summary="Queue a workflow (API format, or editor format: converted on the server). A client-supplied "
+                  "prompt_id makes the call idempotent."),
     Route(method="GET", path="/prompt", handler=queue.get_prompt, tag="queue", summary="Jobs pending or running."),
+    Route(method="POST", path="/convert", handler=queue.post_convert, tag="queue", body="EditorWorkflow",
+          responses=(200, 400), summary="Convert an editor-format workflow to an API prompt."),
     Route(method="POST", path="/run", handler=queue.post_run, tag="queue", body="PromptRequest",
           responses=(200, 202, 400, 409, 429),
           summary="Queue a workflow and wait for its outputs (?timeout=seconds; 202 with the id if it passes)."),

@@ -55,7 +55,7 @@ def test_validation_errors_name_node_and_input(capsys):
 
 @pytest.mark.parametrize("content, message", [
     ("{", "Invalid JSON"), ('{"1": {"class_type": "X", "inputs": {"v": NaN}}}', "NaN"),
-    ('{"nodes": [], "links": []}', "editor-format"), ("[1]", "expected a JSON object"),
+    ('{"nodes": [], "links": []}', "Prompt has no outputs"), ("[1]", "expected a JSON object"),
 ])
 def test_bad_files_are_explained(tmp_path, capsys, content, message):
     assert main.main(["run", str(write(tmp_path, content))]) == 1
@@ -109,3 +109,56 @@ def test_timeout_ends_the_run_as_interrupted(tmp_path, capsys, with_testpack):
               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
     assert main.main(["run", str(write(tmp_path, prompt)), "--timeout", "0.3"]) == 130
     assert "timeout" in capsys.readouterr().err
+
+
+HELLO_EDITOR = {
+    "nodes": [
+        {"id": 1, "type": "PrimitiveString", "mode": 0, "widgets_values": ["Hi"],
+         "outputs": [{"name": "STRING", "type": "STRING", "links": [1]}], "inputs": []},
+        {"id": 2, "type": "StringConcatenate", "mode": 0, "widgets_values": ["", "editor", " from the "],
+         "inputs": [{"name": "string_a", "type": "STRING", "link": 1, "widget": {"name": "string_a"}}],
+         "outputs": [{"name": "STRING", "type": "STRING", "links": [2]}]},
+        {"id": 3, "type": "PreviewAny", "mode": 0, "inputs": [{"name": "source", "type": "*", "link": 2}],
+         "outputs": []},
+    ],
+    "links": [[1, 1, 0, 2, 0, "STRING"], [2, 2, 0, 3, 0, "STRING"]], "version": 0.4,
+}
+
+
+def test_runs_an_editor_format_file(tmp_path, capsys):
+    assert main.main(["run", str(write(tmp_path, HELLO_EDITOR))]) == 0
+    assert "Hi from the editor" in capsys.readouterr().err
+
+
+def test_reruns_the_workflow_embedded_in_a_png(tmp_path, capsys):
+    from PIL import Image
+
+    from nodes.sd.png_meta import build_png_info
+
+    prompt = json.loads(EXAMPLE.read_text())
+    path = tmp_path / "saved.png"
+    Image.new("RGB", (4, 4)).save(path, pnginfo=build_png_info(prompt, {"workflow": HELLO_EDITOR}))
+    assert main.main(["run", str(path)]) == 0
+    assert "Hello, Sumie" in capsys.readouterr().err  # the exact API prompt that ran is preferred
+    Image.new("RGB", (4, 4)).save(path, pnginfo=build_png_info(None, {"workflow": HELLO_EDITOR}))
+    assert main.main(["run", str(path)]) == 0
+    assert "Hi from the editor" in capsys.readouterr().err
+    Image.new("RGB", (4, 4)).save(path)
+    assert main.main(["run", str(path)]) == 1 and "holds no workflow" in capsys.readouterr().err
+
+
+def test_convert_writes_the_api_prompt(tmp_path, capsys):
+    target = tmp_path / "api.json"
+    assert main.main(["convert", str(write(tmp_path, HELLO_EDITOR)), str(target)]) == 0
+    api = json.loads(target.read_text())
+    assert api["2"]["inputs"] == {"string_a": ["1", 0], "string_b": "editor", "delimiter": " from the "}
+    assert main.main(["run", str(target)]) == 0
+
+
+def test_inspect_lists_what_is_missing(tmp_path, capsys):
+    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "dreamshaper.safetensors"}},
+              "2": {"class_type": "FancyPackNode", "inputs": {}}}
+    code = main.main(["inspect", str(write(tmp_path, prompt)), "--models-dir", str(tmp_path / "models")])
+    out = capsys.readouterr().out
+    assert code == 1 and "missing node type: FancyPackNode" in out
+    assert "MISSING  dreamshaper.safetensors  (node 1 CheckpointLoaderSimple.ckpt_name)" in out
