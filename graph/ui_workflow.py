@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import Issue
 from .registry import NodeDef, NodeRegistry
-from .schema import IntInput
+from .schema import BooleanInput, IntInput
 from .types import types_compatible
 
 MUTED, BYPASS = 2, 4
@@ -181,13 +181,16 @@ def _widget_values(node: Mapping[str, Any], node_def: NodeDef, warnings: list[st
         return {}
     values: dict[str, Any] = {}
     i = 0
-    for spec in widgets:
+    for k, spec in enumerate(widgets):
         if i >= len(saved):
             break
         values[spec.name] = _constant(saved[i])
         i += 1
         if isinstance(spec, IntInput) and spec.control_after_generate or spec.name in ("seed", "noise_seed"):
-            if i < len(saved) and saved[i] in CONTROL_VALUES:
+            # "fixed"/"randomize"/...; files from older editors saved a boolean there instead
+            following_is_boolean = k + 1 < len(widgets) and isinstance(widgets[k + 1], BooleanInput)
+            if i < len(saved) and (saved[i] in CONTROL_VALUES
+                                   or isinstance(saved[i], bool) and not following_is_boolean):
                 i += 1
         if spec.extra.get("image_upload") and i < len(saved) and saved[i] in UPLOAD_VALUES:
             i += 1

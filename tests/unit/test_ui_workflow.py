@@ -57,6 +57,23 @@ def test_widgets_values_map_through_the_schema_skipping_the_seed_control(reg):
     assert conv.prompt["3"]["inputs"] == {"value": ["2", 0]}
 
 
+def test_older_files_saved_the_seed_control_as_a_boolean(reg):
+    from graph import BooleanInput, IntInput, Node, NodeSchema, OutputSpec
+
+    class Seeded(Node):
+        SCHEMA = NodeSchema(node_id="Seeded", outputs=[OutputSpec(type="INT")],
+                            inputs=[IntInput(name="seed", control_after_generate=True), IntInput(name="steps"),
+                                    IntInput(name="noise_seed", control_after_generate=True),
+                                    BooleanInput(name="flag")])
+
+        def execute(self, ctx, **kw):
+            return (0,)
+
+    reg.register(Seeded)
+    conv = convert_ui_workflow(ui([node(1, "Seeded", widgets=[42, True, 20, 7, True])], []), reg)
+    assert conv.prompt["1"]["inputs"] == {"seed": 42, "steps": 20, "noise_seed": 7, "flag": True}
+
+
 def test_reroute_chains_are_followed(reg):
     wf = ui([node(1, "IntConst", widgets=[7], outputs=[out("INT", "INT", [1])]),
              node(2, "Reroute", inputs=[sock("", "*", 1)], outputs=[out("", "INT", [2])]),
