@@ -172,14 +172,20 @@ def _same_type(a: Any, b: Any) -> bool:
 
 
 def _widget_values(node: Mapping[str, Any], node_def: NodeDef, warnings: list[str], nid: str) -> dict[str, Any]:
-    """Saved widget values by input name, walking the schema's widget inputs in order."""
+    """Saved widget values by input name, walking the schema's widget inputs in order.
+
+    A widget the file does not store (older files, nodes saved before an input existed) gets its
+    default, as the editor gives it when it opens the file.
+    """
     saved = node.get("widgets_values")
     widgets = [spec for spec in node_def.inputs.values() if spec.is_widget]
+    values: dict[str, Any] = {s.name: _constant(s.default_value()) for s in widgets
+                              if not s.optional and s.has_default() and s.default_value() is not None}
     if isinstance(saved, Mapping):
-        return {s.name: _constant(saved[s.name]) for s in widgets if s.name in saved}
+        values.update({s.name: _constant(saved[s.name]) for s in widgets if s.name in saved})
+        return values
     if not isinstance(saved, list):
-        return {}
-    values: dict[str, Any] = {}
+        return values
     i = 0
     for k, spec in enumerate(widgets):
         if i >= len(saved):

@@ -74,6 +74,11 @@ def test_older_files_saved_the_seed_control_as_a_boolean(reg):
     assert conv.prompt["1"]["inputs"] == {"seed": 42, "steps": 20, "noise_seed": 7, "flag": True}
 
 
+def test_widgets_a_file_does_not_store_get_their_defaults(reg):
+    conv = convert_ui_workflow(ui([node(1, "Concat", widgets=["x"]), node(2, "Add")], []), reg)
+    assert conv.prompt["1"]["inputs"] == {"a": "x", "b": ""} and conv.prompt["2"]["inputs"] == {"a": 0, "b": 0}
+
+
 def test_reroute_chains_are_followed(reg):
     wf = ui([node(1, "IntConst", widgets=[7], outputs=[out("INT", "INT", [1])]),
              node(2, "Reroute", inputs=[sock("", "*", 1)], outputs=[out("", "INT", [2])]),
