@@ -12,11 +12,7 @@ import torch
 from graph import (
     Executor,
     Folders,
-    InputSpec,
-    Node,
     NodeRegistry,
-    NodeResult,
-    NodeSchema,
     RecentRunsCache,
     RunOutcome,
     RunRequest,
@@ -25,19 +21,7 @@ from graph import (
 )
 from graph.builder import GraphBuilder
 from nodes.sd import latent as L
-
-
-class Keep(Node):
-    """Test output node: hands whatever reaches it to the test (through the `kept` service)."""
-
-    SCHEMA = NodeSchema(node_id="Keep", inputs=[InputSpec(name="value", type="*")], output_node=True)
-
-    def fingerprint(self, **_: Any) -> float:
-        return float("nan")
-
-    def execute(self, ctx, *, value: Any) -> NodeResult:
-        ctx.service("kept").append(value)
-        return NodeResult(result=(), ui={"kept": [len(ctx.service("kept"))]})
+from tests.support.keep import Keep
 
 
 class Engine:

@@ -13,11 +13,7 @@ import torch
 from graph import (
     Executor,
     Folders,
-    InputSpec,
-    Node,
     NodeRegistry,
-    NodeResult,
-    NodeSchema,
     RecentRunsCache,
     RunOutcome,
     RunRequest,
@@ -28,21 +24,9 @@ from graph.builder import GraphBuilder
 from nodes.models.manager import ModelManager
 from nodes.sd import conditioning, folders, loaders, text_encode
 from nodes.sd.folders import ModelPathError, files_of, list_files, resolve
+from tests.support.keep import Keep
 
 from .tiny_models import clip_to_ldm, open_clip_to_ldm, tiny_models, vae_to_ldm, write_component
-
-
-class Keep(Node):
-    """Test output node: hands whatever reaches it to the test."""
-
-    SCHEMA = NodeSchema(node_id="Keep", inputs=[InputSpec(name="value", type="*")], output_node=True)
-
-    def fingerprint(self, **_: Any) -> float:
-        return float("nan")
-
-    def execute(self, ctx, *, value: Any) -> NodeResult:
-        ctx.service("kept").append(value)
-        return NodeResult(result=(), ui={"kept": [len(ctx.service("kept"))]})
 
 
 class Engine:

@@ -15,8 +15,7 @@ import main
 from graph import Executor, Folders, InterruptToken, Progress, RecentRunsCache, RunRequest, parse_api_workflow
 from graph.builder import GraphBuilder
 from nodes.models.manager import ModelManager
-
-from .test_loader_nodes import Keep
+from tests.support.keep import Keep
 
 
 class Engine:
