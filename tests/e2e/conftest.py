@@ -139,6 +139,9 @@ class Editor:
         return self.page.evaluate(script, arg)
 
     def node_id(self, node_type: str) -> int:
+        """The id of the first node of this type, waiting for it to appear (adding a node is async)."""
+        self.page.wait_for_function("t => sumie.graph._nodes.some(n => n.type === t)", arg=node_type,
+                                    timeout=10_000)
         return self.js("t => sumie.graph._nodes.find(n => n.type === t)?.id ?? null", node_type)
 
     def nodes(self) -> list[str]:
