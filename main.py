@@ -39,7 +39,8 @@ log = logging.getLogger("sumie")
 # reason logged) when torch is not installed, so the engine still runs torch-free workflows.
 BUILTIN_NODE_MODULES = (
     "nodes.primitives", "nodes.utility",
-    "nodes.sd.loaders", "nodes.sd.text_encode", "nodes.sd.conditioning", "nodes.sd.sampler_nodes",
+    "nodes.sd.loaders", "nodes.sd.lora_nodes", "nodes.sd.text_encode", "nodes.sd.conditioning",
+    "nodes.sd.sampler_nodes", "nodes.sd.custom_sampling",
     "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image",
 )
 

@@ -3,7 +3,8 @@
 CONDITIONING is a list of `[tensor, options]` entries. Every entry active at the current noise level
 (`start_percent`/`end_percent`) is evaluated; entries with an `area` or `mask` apply only there, and
 all are blended by `strength`, weighted per pixel. Guidance then mixes the positive and negative
-results: uncond + (cond - uncond) * cfg (the negative side is skipped at cfg = 1).
+results: uncond + (cond - uncond) * cfg (the negative side is skipped at cfg = 1). The last
+unconditional estimate stays readable as `last_uncond` for CFG++ samplers.
 """
 
 from __future__ import annotations
@@ -41,19 +42,15 @@ def _entries(conditioning: Sequence[Any], model: ModelHandle, x: torch.Tensor, d
     for item in conditioning or ():
         cond, opts = item[0], dict(item[1]) if len(item) > 1 else {}
         pooled = opts.get("pooled_output")
-        area = opts.get("area")
-        if area is not None:
-            if len(area) != 4 or isinstance(area[0], str):
-                raise ValueError(f"unsupported conditioning area {area!r}")
-            ah, aw, ay, ax = (int(v) for v in area)
-            ay, ax = min(ay, h - 1), min(ax, w - 1)
-            area = (max(1, min(ah, h - ay)), max(1, min(aw, w - ax)), ay, ax)
+        area = _area(opts.get("area"), h, w)
         mask = opts.get("mask")
         if mask is not None:
             m = mask.float()
             if m.ndim == 2:
                 m = m[None]
             m = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)
+            if opts.get("set_area_to_bounds"):  # "mask bounds": evaluate only the mask's bounding box
+                area = _bounds(m, h, w)
             m = m * float(opts.get("mask_strength", 1.0))
             mask = m.to(device, torch.float32)
         start = float(opts.get("start_percent", 0.0))
@@ -67,6 +64,51 @@ def _entries(conditioning: Sequence[Any], model: ModelHandle, x: torch.Tensor, d
             negative=negative,
         ))
     return out
+
+
+def _area(area: Any, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """(height, width, y, x) in latent pixels, clipped to the latent; from latent units or percentages."""
+    if area is None:
+        return None
+    if len(area) == 5 and area[0] == "percentage":
+        _, fh, fw, fy, fx = area
+        area = (max(1, round(fh * h)), max(1, round(fw * w)), round(fy * h), round(fx * w))
+    elif len(area) != 4 or isinstance(area[0], str):
+        raise ValueError(f"unsupported conditioning area {area!r}; expected (height, width, y, x) in latent "
+                         "pixels or ('percentage', height, width, y, x)")
+    ah, aw, ay, ax = (int(v) for v in area)
+    ay, ax = min(ay, h - 1), min(ax, w - 1)
+    return (max(1, min(ah, h - ay)), max(1, min(aw, w - ax)), ay, ax)
+
+
+def _bounds(mask: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
+    """The bounding box (height, width, y, x) of a mask's nonzero pixels; the whole latent if empty."""
+    nonzero = (mask > 0).any(dim=0).any(dim=0)
+    rows, cols = nonzero.any(dim=1).nonzero(), nonzero.any(dim=0).nonzero()
+    if len(rows) == 0:
+        return (h, w, 0, 0)
+    y0, y1, x0, x1 = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+    return (y1 - y0 + 1, x1 - x0 + 1, y0, x0)
+
+
+FEATHER = 8  # latent pixels over which an area's weight ramps up at edges inside the image
+
+
+def _feather(mult: torch.Tensor, area: tuple[int, int, int, int], h: int, w: int) -> torch.Tensor:
+    """Soften an area's inner edges: row/column t from such an edge is weighted (t + 1) / FEATHER."""
+    ah, aw, ay, ax = area
+    ramp = [(t + 1) / FEATHER for t in range(FEATHER)]
+    mult = mult.clone()
+    for t, r in enumerate(ramp):
+        if ay != 0 and t < ah:
+            mult[:, :, t] *= r
+        if ay + ah < h and t < ah:
+            mult[:, :, ah - 1 - t] *= r
+        if ax != 0 and t < aw:
+            mult[:, :, :, t] *= r
+        if ax + aw < w and t < aw:
+            mult[:, :, :, aw - 1 - t] *= r
+    return mult
 
 
 class Guider:
@@ -85,16 +127,21 @@ class Guider:
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
         self.pixel_size = (x.shape[2] * 8, x.shape[3] * 8)
+        # The unconditional (negative) x0 estimate of the last call, for samplers that need it (CFG++).
+        self.last_uncond: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if math.isclose(self.cfg, 1.0) or not self.negative:
-            return self._side(self.positive, x, sigma)
+            cond = self._side(self.positive, x, sigma)
+            self.last_uncond = cond  # no separate unconditional prediction: guidance is the identity
+            return cond
         pos, neg = self._active(self.positive, sigma), self._active(self.negative, sigma)
         if len(pos) == 1 and len(neg) == 1 and _plain(pos[0]) and _plain(neg[0]) \
                 and pos[0].cond.shape[1:] == neg[0].cond.shape[1:]:
             cond, uncond = self._denoise(x, sigma, [pos[0], neg[0]]).chunk(2)  # one batched U-Net call
         else:
             cond, uncond = self._side(self.positive, x, sigma), self._side(self.negative, x, sigma)
+        self.last_uncond = uncond
         return uncond + (cond - uncond) * self.cfg
 
     @staticmethod
@@ -117,6 +164,8 @@ class Guider:
                 mult = torch.full_like(pred[:, :1], e.strength)
                 if e.mask is not None:
                     mult = mult * e.mask[region]
+                else:
+                    mult = _feather(mult, e.area, x.shape[2], x.shape[3])
                 total[region] += pred * mult
                 weight[region] += mult
             else:

@@ -1,19 +1,26 @@
-"""The sampling run behind KSampler and KSamplerAdvanced: noise, schedule, guidance, sampler, masks.
+"""The one sampling run behind KSampler, KSamplerAdvanced and the composable (custom) sampler nodes.
 
-Built from four parts that the composable sampler nodes also use: a noise draw, a sigma schedule,
-a guider (the CFG denoiser) and a sampling method.
+A run is made of four values, as ComfyUI's custom-sampling nodes name them:
+- NOISE   (`NoiseSpec`): the initial noise draw and the seed of the noise drawn while sampling;
+- SIGMAS  (a 1-D float tensor): the noise levels, descending;
+- GUIDER  (`GuiderSpec`): the model and its conditioning, turned into a CFG denoiser per run;
+- SAMPLER (`SamplerChoice`): the sampling method.
+`run_sampling` takes exactly these; KSampler builds them from its widgets (`sample`), the custom
+nodes take them from links. There is no second copy of the loop.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from nodes.models.patching import patched
 from nodes.sd.handles import ModelHandle
 
 from .guidance import Guider
@@ -24,8 +31,60 @@ from .schedules import schedule
 ProgressFn = Callable[[int, int, Any], None]
 
 
+# ------------------------------------------------------------------------------- the four values
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseSpec:
+    """NOISE: the initial noise of a run (or none) and the seed of the noise drawn while sampling.
+
+    `seed` and `generate_noise(latent)` are the names ComfyUI plugins use on NOISE values.
+    """
+
+    seed: int
+    enabled: bool = True
+
+    def generate_noise(self, latent: dict[str, Any]) -> torch.Tensor:
+        samples = latent["samples"]
+        if not self.enabled:
+            return torch.zeros(samples.shape, dtype=torch.float32)
+        return initial_noise(samples, self.seed, latent.get("batch_index"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerChoice:
+    """SAMPLER: a sampling method by name (and keyword options for it)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def function(self) -> Callable[..., torch.Tensor]:
+        return get_sampler(self.name)
+
+    @property
+    def brownian(self) -> bool:
+        return self.name in BROWNIAN
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class GuiderSpec:
+    """GUIDER: a model and its conditioning; cfg = 1 with no negative is BasicGuider."""
+
+    model: ModelHandle
+    positive: Sequence[Any]
+    negative: Sequence[Any] | None = None
+    cfg: float = 1.0
+
+    def build(self, *, x: torch.Tensor, device: torch.device, dtype: torch.dtype,
+              concat: torch.Tensor | None) -> Guider:
+        return Guider(self.model, self.positive, self.negative, self.cfg, x=x, device=device, dtype=dtype,
+                      concat=concat)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamplingRequest:
+    """KSampler's and KSamplerAdvanced's widgets."""
+
     seed: int
     steps: int
     cfg: float
@@ -50,6 +109,19 @@ def sigmas_for(model: ModelHandle, req: SamplingRequest) -> torch.Tensor:
     return sigmas
 
 
+def sample(model: ModelHandle, positive: Sequence[Any], negative: Sequence[Any], latent: dict[str, Any],
+           req: SamplingRequest, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """KSampler: the composition of RandomNoise/DisableNoise, the named schedule, CFGGuider and the sampler."""
+    noise = NoiseSpec(seed=req.seed, enabled=req.add_noise)
+    guider = GuiderSpec(model=model, positive=positive, negative=negative, cfg=req.cfg)
+    out, _ = run_sampling(noise=noise, guider=guider, sampler=SamplerChoice(name=req.sampler_name),
+                          sigmas=sigmas_for(model, req), latent=latent, progress=progress)
+    return out
+
+
+# ------------------------------------------------------------------------------- the run
+
+
 def _latent_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A MASK ([B,H,W] or [H,W] or [B,1,H,W]) resized to the latent and broadcast to its batch."""
     m = mask.float()
@@ -63,30 +135,46 @@ def _latent_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return m[:, :1]
 
 
-def sample(model: ModelHandle, positive: Sequence[Any], negative: Sequence[Any], latent: dict[str, Any],
-           req: SamplingRequest, *, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Run one sampling pass and return the new LATENT (raw VAE space, on the CPU)."""
-    latent_image = latent["samples"]
-    sigmas = sigmas_for(model, req)
+def run_sampling(*, noise: NoiseSpec, guider: GuiderSpec, sampler: SamplerChoice, sigmas: torch.Tensor,
+                 latent: dict[str, Any], progress: ProgressFn | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sample `latent` and return (output LATENT, denoised LATENT: the last x0 estimate), both on the CPU."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sigmas) <= 1:
-        return dict(latent)  # nothing to do (e.g. start_at_step >= end_at_step)
+        return dict(latent), dict(latent)  # nothing to do (e.g. start_at_step >= end_at_step)
+    model = guider.model
     manager = model.manager
-    if manager is not None:
-        with manager.use(model.unet) as device:
-            return _run(model, positive, negative, latent, latent_image, sigmas, req, progress, device)
-    device = next(model.unet.parameters()).device
-    return _run(model, positive, negative, latent, latent_image, sigmas, req, progress, device)
+    placement = manager.use(model.unet) if manager is not None else nullcontext(None)
+    with placement as device, patched(model.unet, model.patches, "unet"):
+        if device is None:
+            device = next(model.unet.parameters()).device
+        return _run(guider, noise, sampler, latent, sigmas, progress, device)
 
 
-def _run(model: ModelHandle, positive, negative, latent: dict[str, Any], latent_image: torch.Tensor,
-         sigmas: torch.Tensor, req: SamplingRequest, progress: ProgressFn | None,
-         device: torch.device) -> dict[str, Any]:
+class _MaskedDenoiser:
+    """Holds the latent outside the noise mask at the input image (noised to the current level)."""
+
+    def __init__(self, guider: Guider, mask: torch.Tensor, latent_in: torch.Tensor, noise: torch.Tensor) -> None:
+        self.guider, self.mask, self.latent_in, self.noise = guider, mask, latent_in, noise
+        self.last_uncond: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        mask, keep = self.mask, self.latent_in * (1 - self.mask)
+        x = x * mask + (self.latent_in + self.noise * sigma) * (1 - mask)
+        out = self.guider(x, sigma) * mask + keep
+        uncond = self.guider.last_uncond
+        self.last_uncond = None if uncond is None else uncond * mask + keep
+        return out
+
+
+def _run(spec: GuiderSpec, noise_spec: NoiseSpec, sampler: SamplerChoice, latent: dict[str, Any],
+         sigmas: torch.Tensor, progress: ProgressFn | None, device: torch.device
+         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    model = spec.model
     dtype = next(model.unet.parameters()).dtype
     fmt = model.latent_format
-    if req.add_noise:
-        noise = initial_noise(latent_image, req.seed, latent.get("batch_index"))
-    else:
-        noise = torch.zeros(latent_image.shape, dtype=torch.float32)
+    latent_image = latent["samples"]
+    noise = noise_spec.generate_noise(latent)
     latent_in = fmt.process_in(latent_image.float()).to(device)
     noise = noise.to(device)
     sigmas = sigmas.to(device)
@@ -103,31 +191,34 @@ def _run(model: ModelHandle, positive, negative, latent: dict[str, Any], latent_
     if model.in_channels > latent_in.shape[1]:  # an inpainting model: mask + masked-image latent channels
         inpaint_mask = mask if mask is not None else torch.ones_like(latent_in[:, :1])
         concat = torch.cat([inpaint_mask, latent_in], dim=1)
-    guider = Guider(model, positive, negative, req.cfg, x=latent_in, device=device, dtype=dtype, concat=concat)
+    guider = spec.build(x=latent_in, device=device, dtype=dtype, concat=concat)
     denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = guider
     if mask is not None:
-        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            # Outside the mask the latent is held at the input image (noised to the current level).
-            x = x * mask + (latent_in + noise * sigma) * (1 - mask)
-            return guider(x, sigma) * mask + latent_in * (1 - mask)
+        denoise = _MaskedDenoiser(guider, mask, latent_in, noise)
 
     steps = len(sigmas) - 1
-    if req.sampler_name in BROWNIAN:
+    if sampler.brownian:
         positive_sigmas = sigmas[sigmas > 0]
-        source = BrownianNoise(x, float(positive_sigmas.min()), float(sigmas.max()), req.seed)
+        source: Any = BrownianNoise(x, float(positive_sigmas.min()), float(sigmas.max()), noise_spec.seed)
     else:
-        source = GaussianNoise(x, req.seed)
+        source = GaussianNoise(x, noise_spec.seed)
+
+    last: dict[str, torch.Tensor] = {}
 
     def on_step(i: int, x_now: torch.Tensor, denoised: torch.Tensor) -> None:
+        last["x0"] = denoised
         if progress is not None:
             progress(i + 1, steps, _preview(fmt, denoised))
 
-    x = get_sampler(req.sampler_name)(denoise, x, sigmas, Stepper(callback=on_step, noise=source, steps=steps))
+    stepper = Stepper(callback=on_step, noise=source, steps=steps)
+    x = sampler.function()(denoise, x, sigmas, stepper, **sampler.options)
     if mask is not None:
         x = x * mask + latent_in * (1 - mask)
     out = dict(latent)
     out["samples"] = fmt.process_out(x).float().cpu()
-    return out
+    denoised_out = dict(latent)
+    denoised_out["samples"] = fmt.process_out(last["x0"]).float().cpu() if "x0" in last else out["samples"]
+    return out, denoised_out
 
 
 def _preview(fmt: Any, denoised: torch.Tensor) -> Callable[[], Any]:
@@ -142,3 +233,6 @@ def _preview(fmt: Any, denoised: torch.Tensor) -> Callable[[], Any]:
         return Image.fromarray((rgb.numpy() * 255).clip(0, 255).astype(np.uint8))
 
     return make
+
+
+__all__ = ["GuiderSpec", "NoiseSpec", "SamplerChoice", "SamplingRequest", "run_sampling", "sample", "sigmas_for"]

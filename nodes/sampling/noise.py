@@ -52,10 +52,14 @@ class BrownianNoise:
 
         self.like = like
         lo, hi = float(sigma_min), float(sigma_max)
-        self.bounds = (lo, hi)
+        self.bounds = (lo, hi)  # queries are clamped to these ...
         w0 = torch.zeros(like.shape[1:], dtype=torch.float32)
         # One tree per image, seeded seed, seed+1, ... so a batch's images are independent.
-        self.trees = [torchsde.BrownianTree(lo, w0, hi, entropy=seed + i) for i in range(like.shape[0])]
+        # ... and the trees span a hair more, since torchsde rounds its ends and would otherwise warn
+        # that a query at sigma_max lies outside by a rounding error.
+        margin = 1e-5 * (hi - lo)
+        self.trees = [torchsde.BrownianTree(lo - margin, w0, hi + margin, entropy=seed + i)
+                      for i in range(like.shape[0])]
 
     def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         low, high = self.bounds

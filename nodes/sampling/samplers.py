@@ -281,7 +281,7 @@ def uni_pc_bh2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Steppe
 SamplerFn = Callable[..., torch.Tensor]
 
 # DDIM (eta = 0) takes exactly Euler's step in this formulation: x_next = x0 + sigma_next * eps.
-SAMPLERS: dict[str, SamplerFn] = {
+_BASE: dict[str, SamplerFn] = {
     "euler": euler,
     "euler_ancestral": euler_ancestral,
     "heun": heun,
@@ -299,8 +299,17 @@ SAMPLERS: dict[str, SamplerFn] = {
     "lcm": lcm,
 }
 
+from .extra_samplers import EXTRA_BROWNIAN, EXTRA_SAMPLERS  # noqa: E402  (they build on the steps above)
+
+# In ComfyUI's order (the combo lists them so).
+_ORDER = ("euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "dpm_2", "dpm_2_ancestral",
+          "lms", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+          "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "ddim", "uni_pc",
+          "uni_pc_bh2")
+SAMPLERS: dict[str, SamplerFn] = {name: {**_BASE, **EXTRA_SAMPLERS}[name] for name in _ORDER}
+
 # Samplers whose noise comes from a Brownian tree (one consistent path per seed, any step count).
-BROWNIAN = frozenset({"dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_sde", "dpmpp_sde_gpu"})
+BROWNIAN = frozenset({"dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_sde", "dpmpp_sde_gpu"}) | EXTRA_BROWNIAN
 
 
 def get_sampler(name: str) -> SamplerFn:

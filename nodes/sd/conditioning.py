@@ -124,6 +124,30 @@ class ConditioningSetArea(Node):
         return (_annotated(conditioning, area=area, strength=strength, set_area_to_bounds=False),)
 
 
+def _fraction(name: str, default: float) -> FloatInput:
+    return FloatInput(name=name, default=default, min=0.0, max=1.0, step=0.01)
+
+
+class ConditioningSetAreaPercentage(Node):
+    SCHEMA = _schema("ConditioningSetAreaPercentage", "Conditioning (Set Area with Percentage)",
+                     [_cond("conditioning"), _fraction("width", 1.0), _fraction("height", 1.0), _fraction("x", 0.0),
+                      _fraction("y", 0.0), FloatInput(name="strength", default=1.0, min=0.0, max=10.0, step=0.01)])
+
+    def execute(self, ctx, *, conditioning: Conditioning, width: float, height: float, x: float, y: float,
+                strength: float) -> tuple[Conditioning]:
+        # Fractions of the image, resolved against the latent size by the sampler.
+        area = ("percentage", height, width, y, x)
+        return (_annotated(conditioning, area=area, strength=strength, set_area_to_bounds=False),)
+
+
+class ConditioningSetAreaStrength(Node):
+    SCHEMA = _schema("ConditioningSetAreaStrength", "ConditioningSetAreaStrength",
+                     [_cond("conditioning"), FloatInput(name="strength", default=1.0, min=0.0, max=10.0, step=0.01)])
+
+    def execute(self, ctx, *, conditioning: Conditioning, strength: float) -> tuple[Conditioning]:
+        return (_annotated(conditioning, strength=strength),)
+
+
 class ConditioningSetMask(Node):
     SCHEMA = _schema("ConditioningSetMask", "Conditioning (Set Mask)",
                      [_cond("conditioning"), InputSpec(name="mask", type="MASK"),
@@ -163,5 +187,6 @@ class ConditioningSetTimestepRange(Node):
         return (_annotated(conditioning, start_percent=start, end_percent=end),)
 
 
-NODES = [ConditioningCombine, ConditioningAverage, ConditioningConcat, ConditioningSetArea, ConditioningSetMask,
-         ConditioningZeroOut, ConditioningSetTimestepRange]
+NODES = [ConditioningCombine, ConditioningAverage, ConditioningConcat, ConditioningSetArea,
+         ConditioningSetAreaPercentage, ConditioningSetAreaStrength, ConditioningSetMask, ConditioningZeroOut,
+         ConditioningSetTimestepRange]

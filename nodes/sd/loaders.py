@@ -44,7 +44,7 @@ def _failed(exc: ModelLoadError, input_name: str, name: str) -> ModelLoadError:
     return ModelLoadError(exc.path, f"{exc.reason} (input '{input_name}' = {name!r})")
 
 
-def _stamp(folders: Any, kind: str, name: Any) -> Any:
+def file_fingerprint(folders: Any, kind: str, name: Any) -> Any:
     """Fingerprint part for one file: its size and mtime when the folders are known, else its name."""
     if folders is None or not isinstance(name, str):
         return name
@@ -62,7 +62,7 @@ class CheckpointLoaderSimple(Node):
                       OutputSpec(type="VAE", name="VAE")])
 
     def fingerprint(self, *, ckpt_name: str, folders: Any = None, **_: Any) -> Any:
-        return _stamp(folders, "checkpoints", ckpt_name)
+        return file_fingerprint(folders, "checkpoints", ckpt_name)
 
     def execute(self, ctx, *, ckpt_name: str) -> tuple[Any, Any, Any]:
         path = _path(ctx, "checkpoints", ckpt_name, "ckpt_name")
@@ -77,7 +77,7 @@ class VAELoader(Node):
                      [OutputSpec(type="VAE", name="VAE")])
 
     def fingerprint(self, *, vae_name: str, folders: Any = None, **_: Any) -> Any:
-        return _stamp(folders, "vae", vae_name)
+        return file_fingerprint(folders, "vae", vae_name)
 
     def execute(self, ctx, *, vae_name: str) -> tuple[Any]:
         path = _path(ctx, "vae", vae_name, "vae_name")
@@ -104,7 +104,7 @@ class CLIPLoader(Node):
                      [OutputSpec(type="CLIP", name="CLIP")])
 
     def fingerprint(self, *, clip_name: str, folders: Any = None, **constants: Any) -> Any:
-        return [_stamp(folders, "text_encoders", clip_name), constants.get("type"), constants.get("device")]
+        return [file_fingerprint(folders, "text_encoders", clip_name), constants.get("type"), constants.get("device")]
 
     def execute(self, ctx, *, clip_name: str, type: str, device: str = "default") -> tuple[Any]:
         path = _path(ctx, "text_encoders", clip_name, "clip_name")
@@ -126,8 +126,8 @@ class DualCLIPLoader(Node):
                      [OutputSpec(type="CLIP", name="CLIP")])
 
     def fingerprint(self, *, clip_name1: str, clip_name2: str, folders: Any = None, **constants: Any) -> Any:
-        return [_stamp(folders, "text_encoders", clip_name1), _stamp(folders, "text_encoders", clip_name2),
-                constants.get("type"), constants.get("device")]
+        return [file_fingerprint(folders, "text_encoders", clip_name1),
+                file_fingerprint(folders, "text_encoders", clip_name2), constants.get("type"), constants.get("device")]
 
     def execute(self, ctx, *, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple[Any]:
         path1 = _path(ctx, "text_encoders", clip_name1, "clip_name1")
@@ -148,7 +148,7 @@ class UNETLoader(Node):
                      [OutputSpec(type="MODEL", name="MODEL")])
 
     def fingerprint(self, *, unet_name: str, folders: Any = None, **constants: Any) -> Any:
-        return [_stamp(folders, "diffusion_models", unet_name), constants.get("weight_dtype")]
+        return [file_fingerprint(folders, "diffusion_models", unet_name), constants.get("weight_dtype")]
 
     def execute(self, ctx, *, unet_name: str, weight_dtype: str) -> tuple[Any]:
         path = _path(ctx, "diffusion_models", unet_name, "unet_name")

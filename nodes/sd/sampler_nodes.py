@@ -1,4 +1,9 @@
-"""KSampler and KSamplerAdvanced: the sampling nodes of every saved Stable Diffusion workflow."""
+"""KSampler and KSamplerAdvanced: the sampling nodes of every saved Stable Diffusion workflow.
+
+Each is the composition of the custom-sampling parts (nodes/sd/custom_sampling.py): RandomNoise (or
+disabled noise), the named schedule (BasicScheduler, plus KSamplerAdvanced's step window), CFGGuider
+and KSamplerSelect, run by the one `run_sampling` (see `nodes.sampling.ksampler.sample`).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ def _common_inputs(seed_name: str) -> list[InputSpec]:
     ]
 
 
-def _progress(ctx: Any):
+def progress_reporter(ctx: Any):
+    """Sampling steps reported through the node context (which also honours interrupts)."""
+
     def report(step: int, total: int, preview: Any) -> None:
         ctx.progress(step, total, preview)
 
@@ -52,7 +59,7 @@ class KSampler(Node):
                 denoise) -> tuple[dict[str, Any]]:
         req = SamplingRequest(seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                               denoise=denoise)
-        return (sample(model, positive, negative, latent_image, req, progress=_progress(ctx)),)
+        return (sample(model, positive, negative, latent_image, req, progress=progress_reporter(ctx)),)
 
 
 class KSamplerAdvanced(Node):
@@ -76,7 +83,7 @@ class KSamplerAdvanced(Node):
         req = SamplingRequest(seed=noise_seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
                               add_noise=add_noise == "enable", start_step=start_at_step, last_step=end_at_step,
                               force_full_denoise=return_with_leftover_noise == "disable")
-        return (sample(model, positive, negative, latent_image, req, progress=_progress(ctx)),)
+        return (sample(model, positive, negative, latent_image, req, progress=progress_reporter(ctx)),)
 
 
 NODES = [KSampler, KSamplerAdvanced]

@@ -15,14 +15,17 @@ What users' images depend on, done the way ComfyUI does it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from graph import FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec, StringInput
+from nodes.models.embeddings import EMBEDDING_REFERENCE, EmbeddingLookup, extended_vocabulary, split_reference
+from nodes.models.embeddings import find_embedding as _find_embedding
+from nodes.models.patching import patched
 from nodes.models.tokenizer import BOS_ID, EOS_ID, MAX_LENGTH
 
 from .prompt_weights import parse_prompt_weights
@@ -36,11 +39,16 @@ EMBEDDING_PREFIX = "embedding:"
 
 @dataclass(frozen=True, kw_only=True)
 class TokenChunks:
-    """A prompt as rows of MAX_LENGTH token ids with one weight per token."""
+    """A prompt as rows of MAX_LENGTH token ids with one weight per token.
+
+    A negative id -(k + 1) stands for row k of `extra` (a textual inversion vector), fed to the
+    encoder through a temporarily extended token table.
+    """
 
     ids: list[list[int]]
     weights: list[list[float]]
     pad_id: int
+    extra: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -54,8 +62,8 @@ class TokenChunks:
         extra = count - len(self.ids)
         if extra <= 0:
             return self
-        return TokenChunks(ids=self.ids + [empty_ids(self.pad_id)] * extra,
-                           weights=self.weights + [[1.0] * MAX_LENGTH] * extra, pad_id=self.pad_id)
+        return replace(self, ids=self.ids + [empty_ids(self.pad_id)] * extra,
+                       weights=self.weights + [[1.0] * MAX_LENGTH] * extra)
 
 
 def empty_ids(pad_id: int) -> list[int]:
@@ -63,14 +71,50 @@ def empty_ids(pad_id: int) -> list[int]:
     return [BOS_ID, EOS_ID] + [pad_id] * (MAX_LENGTH - 2)
 
 
-def tokenize_prompt(tokenizer: Any, text: str, *, pad_id: int, logger: logging.Logger | None = None) -> TokenChunks:
-    """Weighted prompt text -> chunks of 77 ids (start + up to 75 tokens + end, padded)."""
+EmbedFn = Callable[[str], "torch.Tensor | None"]
+
+
+def _runs(pieces: list[tuple[str, float]], embed: EmbedFn | None) -> list[tuple[str | torch.Tensor, float]]:
+    """Split weighted text around `embedding:name` references: text stays text, known names become vectors."""
+    runs: list[tuple[str | torch.Tensor, float]] = []
+    for piece, weight in pieces:
+        pos = 0
+        for match in EMBEDDING_REFERENCE.finditer(piece):
+            name, trailing = split_reference(match.group(1))
+            vectors = embed(name) if embed is not None and name else None
+            if vectors is None:  # unknown: keep the words
+                continue
+            runs.append((piece[pos:match.start()], weight))
+            if len(vectors):
+                runs.append((vectors, weight))
+            runs.append((trailing, weight))
+            pos = match.end()
+        runs.append((piece[pos:], weight))
+    return [(r, w) for r, w in runs if not isinstance(r, str) or r]
+
+
+def tokenize_prompt(tokenizer: Any, text: str, *, pad_id: int, logger: logging.Logger | None = None,
+                    embed: EmbedFn | None = None) -> TokenChunks:
+    """Weighted prompt text -> chunks of 77 ids (start + up to 75 tokens + end, padded).
+
+    `embed(name)` gives an embedding's vectors for this encoder (None: unknown, kept as words).
+    """
     segments = parse_prompt_weights(text)
-    pieces = [piece.replace("\n", " ") for piece, _ in segments]
-    if any(EMBEDDING_PREFIX in piece for piece in pieces):
-        (logger or log).warning("textual inversion embeddings (%s...) are not supported yet; the reference is "
-                                "encoded as plain text", EMBEDDING_PREFIX)
-    encoded = tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else []
+    if embed is None and any(EMBEDDING_PREFIX in piece for piece, _ in segments):
+        (logger or log).warning("%s references are not supported yet by this caller (no embeddings lookup was "
+                                "given); they are encoded as plain text", EMBEDDING_PREFIX)
+    runs = _runs([(piece.replace("\n", " "), weight) for piece, weight in segments], embed)
+    texts = [r for r, _ in runs if isinstance(r, str)]
+    encoded_texts = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+    extra_rows: list[torch.Tensor] = []
+    encoded: list[list[int]] = []
+    for run, _ in runs:
+        if isinstance(run, str):
+            encoded.append(list(next(encoded_texts)))
+        else:
+            first = sum(len(v) for v in extra_rows)
+            extra_rows.append(run)
+            encoded.append([-(first + k + 1) for k in range(len(run))])
     body = MAX_LENGTH - 2
     ids: list[list[int]] = []
     weights: list[list[float]] = []
@@ -84,8 +128,7 @@ def tokenize_prompt(tokenizer: Any, text: str, *, pad_id: int, logger: logging.L
         weights.append([1.0, *row_w, 1.0] + [1.0] * fill)
         row, row_w = [], []
 
-    for tokens, (_, weight) in zip(encoded, segments, strict=True):
-        tokens = list(tokens)
+    for tokens, (_, weight) in zip(encoded, runs, strict=True):
         while tokens:
             room = body - len(row)
             if len(tokens) <= room:
@@ -99,7 +142,8 @@ def tokenize_prompt(tokenizer: Any, text: str, *, pad_id: int, logger: logging.L
             close_row()
     if row or not ids:
         close_row()
-    return TokenChunks(ids=ids, weights=weights, pad_id=pad_id)
+    extra = torch.cat(extra_rows) if extra_rows else None
+    return TokenChunks(ids=ids, weights=weights, pad_id=pad_id, extra=extra)
 
 
 def _text_model(encoder: Any) -> Any:
@@ -120,7 +164,10 @@ def encode_chunks(
     rows = chunks.ids + ([empty_ids(chunks.pad_id)] if weighted else [])
     if device is None:
         device = next(encoder.parameters()).device
-    out = encoder(input_ids=torch.tensor(rows, dtype=torch.long, device=device), output_hidden_states=True)
+    with extended_vocabulary(encoder, chunks.extra) as vocab:
+        ids = torch.tensor(rows, dtype=torch.long, device=device)
+        ids = torch.where(ids < 0, vocab - 1 - ids, ids)  # -(k + 1) -> vocab + k
+        out = encoder(input_ids=ids, output_hidden_states=True)
     num_layers = len(out.hidden_states) - 1
     index = _resolve_layer(layer, num_layers)
     if index is None:
@@ -153,18 +200,25 @@ def _tokenizer(clip: Any, spec: Any) -> Any:
     return load_clip_tokenizer(spec.pad)
 
 
-def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger | None = None,
+                folders: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encode with every encoder of a CLIP handle; `texts` maps encoder names (clip_l, clip_g, clip_h) to text.
 
     Returns the conditioning [1, 77*k, sum of widths] and the pooled output of the last encoder that
-    has a projection (OpenCLIP-G for SDXL), or None.
+    has a projection (OpenCLIP-G for SDXL), or None. `embedding:name` is looked up in
+    `folders.models/embeddings`.
     """
     specs = clip.specs
+    lookup = EmbeddingLookup(folders=folders, logger=logger or log)
     tokenized = []
     for spec in specs:
         tok = _tokenizer(clip, spec)
-        tokenized.append(tokenize_prompt(tok, texts[spec.name], pad_id=_pad_id(tok), logger=logger))
+        width = int(spec.config["hidden_size"])
+
+        def embed(name: str, spec: Any = spec, width: int = width) -> torch.Tensor | None:
+            return lookup.vectors(name, spec.name, width)
+
+        tokenized.append(tokenize_prompt(tok, texts[spec.name], pad_id=_pad_id(tok), logger=logger, embed=embed))
     count = max(len(t) for t in tokenized)
     tokenized = [t.padded_to(count) for t in tokenized]
     layer_norm = not clip.kind.startswith("sdxl")
@@ -176,11 +230,27 @@ def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger |
         for encoder, spec, chunks in zip(clip.encoders, specs, tokenized, strict=True):
             layer = spec.default_layer if clip.layer is None else clip.layer
             run_on = manager.device_for(encoder) if manager is not None else device
-            cond, pool = encode_chunks(encoder, chunks, layer=layer, layer_norm=layer_norm, device=run_on)
+            with patched(encoder, clip.patches, spec.name):
+                cond, pool = encode_chunks(encoder, chunks, layer=layer, layer_norm=layer_norm, device=run_on)
             conds.append(cond)
             if pool is not None:
                 pooled = pool
     return torch.cat(conds, dim=-1), pooled
+
+
+def embedding_stamps(folders: Any, *texts: Any) -> Any:
+    """Cache-key part: size and mtime of every embedding a prompt names, so a replaced file re-encodes."""
+    from nodes.models.manager import file_stamp
+
+    stamps = []
+    for text in texts:
+        if not isinstance(text, str) or EMBEDDING_PREFIX not in text:
+            continue
+        for match in EMBEDDING_REFERENCE.finditer(text):
+            name = split_reference(match.group(1))[0]
+            path = _find_embedding(folders, name) if name else None
+            stamps.append([name, *map(str, file_stamp(path))] if path is not None else [name, "missing"])
+    return stamps or None
 
 
 def _conditioning(cond: torch.Tensor, pooled: torch.Tensor | None, **extra: Any) -> list[list[Any]]:
@@ -210,8 +280,12 @@ class CLIPTextEncode(Node):
                       InputSpec(name="clip", type="CLIP", tooltip="The CLIP model used for encoding the text.")],
                      _CONDITIONING_OUT, "Encodes a text prompt into conditioning that guides the diffusion model.")
 
+    def fingerprint(self, *, folders: Any = None, **constants: Any) -> Any:
+        return embedding_stamps(folders, constants.get("text"))
+
     def execute(self, ctx, *, text: str, clip: Any) -> tuple[list[list[Any]]]:
-        cond, pooled = encode_clip(clip, {spec.name: text for spec in clip.specs}, logger=ctx.logger)
+        cond, pooled = encode_clip(clip, {spec.name: text for spec in clip.specs}, logger=ctx.logger,
+                                   folders=ctx.folders)
         return (_conditioning(cond, pooled),)
 
 
@@ -234,10 +308,13 @@ class CLIPTextEncodeSDXL(Node):
                       _prompt("text_l", "Text for CLIP-L.")],
                      _CONDITIONING_OUT, "SDXL prompt with its size and crop conditioning.")
 
+    def fingerprint(self, *, folders: Any = None, **constants: Any) -> Any:
+        return embedding_stamps(folders, constants.get("text_g"), constants.get("text_l"))
+
     def execute(self, ctx, *, width: int, height: int, crop_w: int, crop_h: int, target_width: int,
                 target_height: int, text_g: str, clip: Any, text_l: str) -> tuple[list[list[Any]]]:
         texts = {spec.name: text_l if spec.name == "clip_l" else text_g for spec in clip.specs}
-        cond, pooled = encode_clip(clip, texts, logger=ctx.logger)
+        cond, pooled = encode_clip(clip, texts, logger=ctx.logger, folders=ctx.folders)
         return (_conditioning(cond, pooled, width=width, height=height, crop_w=crop_w, crop_h=crop_h,
                               target_width=target_width, target_height=target_height),)
 
@@ -249,9 +326,13 @@ class CLIPTextEncodeSDXLRefiner(Node):
                       InputSpec(name="clip", type="CLIP")],
                      _CONDITIONING_OUT, "SDXL refiner prompt with its aesthetic score and size conditioning.")
 
+    def fingerprint(self, *, folders: Any = None, **constants: Any) -> Any:
+        return embedding_stamps(folders, constants.get("text"))
+
     def execute(self, ctx, *, ascore: float, width: int, height: int, text: str, clip: Any
                 ) -> tuple[list[list[Any]]]:
-        cond, pooled = encode_clip(clip, {spec.name: text for spec in clip.specs}, logger=ctx.logger)
+        cond, pooled = encode_clip(clip, {spec.name: text for spec in clip.specs}, logger=ctx.logger,
+                                   folders=ctx.folders)
         return (_conditioning(cond, pooled, aesthetic_score=ascore, width=width, height=height),)
 
 

@@ -71,7 +71,7 @@ def test_long_prompts_are_chunked(manager):
     assert moved.weights[1][1:5] == [1.2] * 4
 
 
-def test_embedding_references_are_text_for_now(manager, caplog):
+def test_without_an_embedding_lookup_references_stay_text(manager, caplog):
     with caplog.at_level(logging.WARNING):
         chunks = tokenize_prompt(manager.tokenizer("sd1"), "embedding:easynegative, cat", pad_id=49407)
     assert "not supported yet" in caplog.text and chunks.ids[0][1] != 49407
