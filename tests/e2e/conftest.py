@@ -34,11 +34,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).resolve().parent
+    ours = []
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
+            ours.append(item)
             item.add_marker(pytest.mark.e2e)
             if not CHROMIUM.exists():
                 item.add_marker(pytest.mark.skip(reason=f"{CHROMIUM} is absent (run scripts/e2e-setup.sh)"))
+    # Playwright's sync API keeps an event loop running in the main thread while it is open; run the
+    # browser tests last so no other test (asyncio.run in the server tests) ever shares a session with it.
+    if ours:
+        ids = {id(i) for i in ours}
+        items[:] = [i for i in items if id(i) not in ids] + ours
 
 
 def _free_port() -> int:
@@ -108,7 +115,7 @@ def server() -> Iterator[Server]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright
