@@ -226,3 +226,42 @@ def test_plugin_web_extensions_are_loaded(editor):
     editor.page.wait_for_function("() => sumie.graph._nodes[0].color === '#aa5500'")
     assert editor.js("() => sumie.graph._nodes[0].outputText") == "#aa5500"
     assert editor.errors == []
+
+
+def test_the_server_converts_our_saved_files_as_the_editor_does(editor):
+    """Our editor's saved file -> the server's conversion gives the prompt the editor itself sends."""
+    rules = {  # a reroute, a bypassed node, a primitive feeding a converted widget, a note, a muted node
+        "nodes": [
+            {"id": 1, "type": "EmptyLatentImage", "mode": 0, "inputs": [],
+             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}], "widgets_values": [64, 64, 1]},
+            {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
+             "outputs": [{"name": "", "type": "LATENT", "links": [2]}]},
+            {"id": 3, "type": "LatentUpscaleBy", "mode": 4,
+             "inputs": [{"name": "samples", "type": "LATENT", "link": 2}],
+             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [3]}], "widgets_values": ["bilinear", 2]},
+            {"id": 4, "type": "LatentFromBatch", "mode": 0,
+             "inputs": [{"name": "samples", "type": "LATENT", "link": 3},
+                        {"name": "batch_index", "type": "INT", "link": 4, "widget": {"name": "batch_index"}}],
+             "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}], "widgets_values": [0, 1]},
+            {"id": 5, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+             "outputs": [{"name": "INT", "type": "INT", "links": [4]}], "widgets_values": [7, "fixed"]},
+            {"id": 6, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
+            {"id": 7, "type": "EmptyLatentImage", "mode": 2, "inputs": [], "outputs": [],
+             "widgets_values": [64, 64, 1]},
+        ],
+        "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"], [3, 3, 0, 4, 0, "LATENT"],
+                  [4, 5, 0, 4, 1, "INT"]],
+        "version": 0.4,
+    }
+    for workflow in (None, rules):  # the default graph, then the rules above
+        if workflow is not None:
+            editor.js("async w => (await import('/js/workflow.js')).loadWorkflow(w)", workflow)
+        saved = editor.js("async () => (await import('/js/workflow.js')).serializeGraph()")
+        sent = editor.js("async () => (await import('/js/workflow.js')).graphToPrompt().prompt")
+        status, body = editor.page.evaluate("""async (wf) => {
+            const r = await fetch('/api/convert', {method: 'POST', headers: {'content-type': 'application/json'},
+                                                   body: JSON.stringify({workflow: wf})});
+            return [r.status, await r.json()];
+        }""", saved)
+        assert status == 200, body
+        assert {k: v["inputs"] for k, v in body["prompt"].items()} == {k: v["inputs"] for k, v in sent.items()}
