@@ -79,7 +79,9 @@ def test_node_added_from_the_search_box_and_connected_by_a_mouse_drag(editor):
 
 def test_a_drag_between_incompatible_types_is_refused(editor):
     editor.page.mouse.dblclick(1150, 650)
+    editor.page.wait_for_selector(".palette input")
     editor.page.keyboard.type("PreviewImage")
+    editor.page.wait_for_selector('.palette li.sel[data-type="PreviewImage"]')
     editor.page.keyboard.press("Enter")
     preview = editor.node_id("PreviewImage")
     editor.page.wait_for_timeout(150)
