@@ -178,30 +178,35 @@ def test_the_open_workflow_survives_a_reload(editor):
     assert editor.widget("EmptyLatentImage", "width") == 320
 
 
+# A reroute, a bypassed node, a primitive feeding a converted widget, a note and a muted node.
+RULES_WORKFLOW = {
+    "nodes": [
+        {"id": 1, "type": "EmptyLatentImage", "mode": 0, "inputs": [],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}], "widgets_values": [64, 64, 1]},
+        {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
+         "outputs": [{"name": "", "type": "LATENT", "links": [2]}]},
+        {"id": 3, "type": "LatentUpscaleBy", "mode": 4,
+         "inputs": [{"name": "samples", "type": "LATENT", "link": 2}],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": [3]}], "widgets_values": ["bilinear", 2]},
+        {"id": 4, "type": "LatentFromBatch", "mode": 0,
+         "inputs": [{"name": "samples", "type": "LATENT", "link": 3},
+                    {"name": "batch_index", "type": "INT", "link": 4, "widget": {"name": "batch_index"}}],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}], "widgets_values": [0, 1]},
+        {"id": 5, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+         "outputs": [{"name": "INT", "type": "INT", "links": [4]}], "widgets_values": [7, "fixed"]},
+        {"id": 6, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
+        {"id": 7, "type": "EmptyLatentImage", "mode": 2, "inputs": [], "outputs": [],
+         "widgets_values": [64, 64, 1]},
+    ],
+    "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"], [3, 3, 0, 4, 0, "LATENT"],
+              [4, 5, 0, 4, 1, "INT"]],
+    "version": 0.4,
+}
+
+
 def test_graph_to_api_skips_virtual_muted_and_bypassed_nodes(editor):
     """The conversion on a hand-written editor workflow: reroute, primitive, note, mute and bypass."""
-    workflow = {
-        "nodes": [
-            {"id": 1, "type": "EmptyLatentImage", "mode": 0, "inputs": [],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}], "widgets_values": [64, 64, 1]},
-            {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
-             "outputs": [{"name": "", "type": "LATENT", "links": [2]}]},
-            {"id": 3, "type": "LatentUpscaleBy", "mode": 4,
-             "inputs": [{"name": "samples", "type": "LATENT", "link": 2}],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [3]}], "widgets_values": ["bilinear", 2]},
-            {"id": 4, "type": "LatentFromBatch", "mode": 0,
-             "inputs": [{"name": "samples", "type": "LATENT", "link": 3},
-                        {"name": "batch_index", "type": "INT", "link": 4, "widget": {"name": "batch_index"}}],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}], "widgets_values": [0, 1]},
-            {"id": 5, "type": "PrimitiveNode", "mode": 0, "inputs": [],
-             "outputs": [{"name": "INT", "type": "INT", "links": [4]}], "widgets_values": [7, "fixed"]},
-            {"id": 6, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
-            {"id": 7, "type": "EmptyLatentImage", "mode": 2, "inputs": [], "outputs": [],
-             "widgets_values": [64, 64, 1]},
-        ],
-        "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"], [3, 3, 0, 4, 0, "LATENT"],
-                  [4, 5, 0, 4, 1, "INT"]],
-    }
+    workflow = RULES_WORKFLOW
     prompt = editor.js("""async w => {
         const { workflowToPrompt } = await import('/js/toapi.js');
         return workflowToPrompt(w, sumie.defs).prompt;
@@ -232,30 +237,7 @@ def test_plugin_web_extensions_are_loaded(editor):
 
 def test_the_server_converts_our_saved_files_as_the_editor_does(editor):
     """Our editor's saved file -> the server's conversion gives the prompt the editor itself sends."""
-    rules = {  # a reroute, a bypassed node, a primitive feeding a converted widget, a note, a muted node
-        "nodes": [
-            {"id": 1, "type": "EmptyLatentImage", "mode": 0, "inputs": [],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}], "widgets_values": [64, 64, 1]},
-            {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
-             "outputs": [{"name": "", "type": "LATENT", "links": [2]}]},
-            {"id": 3, "type": "LatentUpscaleBy", "mode": 4,
-             "inputs": [{"name": "samples", "type": "LATENT", "link": 2}],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": [3]}], "widgets_values": ["bilinear", 2]},
-            {"id": 4, "type": "LatentFromBatch", "mode": 0,
-             "inputs": [{"name": "samples", "type": "LATENT", "link": 3},
-                        {"name": "batch_index", "type": "INT", "link": 4, "widget": {"name": "batch_index"}}],
-             "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}], "widgets_values": [0, 1]},
-            {"id": 5, "type": "PrimitiveNode", "mode": 0, "inputs": [],
-             "outputs": [{"name": "INT", "type": "INT", "links": [4]}], "widgets_values": [7, "fixed"]},
-            {"id": 6, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hello"]},
-            {"id": 7, "type": "EmptyLatentImage", "mode": 2, "inputs": [], "outputs": [],
-             "widgets_values": [64, 64, 1]},
-        ],
-        "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"], [3, 3, 0, 4, 0, "LATENT"],
-                  [4, 5, 0, 4, 1, "INT"]],
-        "version": 0.4,
-    }
-    for workflow in (None, rules):  # the default graph, then the rules above
+    for workflow in (None, RULES_WORKFLOW):  # the default graph, then the rules above
         if workflow is not None:
             editor.js("async w => (await import('/js/workflow.js')).loadWorkflow(w)", workflow)
         saved = editor.js("async () => (await import('/js/workflow.js')).serializeGraph()")

@@ -5,62 +5,24 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from graph import (
-    Executor,
     Folders,
-    NodeRegistry,
-    RecentRunsCache,
-    RunOutcome,
-    RunRequest,
-    ValidationResult,
-    parse_api_workflow,
 )
 from graph.builder import GraphBuilder
-from nodes.models.manager import ModelManager
-from nodes.sd import conditioning, folders, loaders, text_encode
+from nodes.sd import folders, loaders
 from nodes.sd.folders import ModelPathError, files_of, list_files, resolve
-from tests.support.keep import Keep
+from tests.support.sd_engine import SdEngine
 
 from .tiny_models import clip_to_ldm, open_clip_to_ldm, tiny_models, vae_to_ldm, write_component
 
 
-class Engine:
-    """Registry + executor over `tmp_path` folders with a real model manager, as main.py wires them."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.folders = Folders.under(tmp_path)
-        self.registry = NodeRegistry(folders=self.folders)
-        for module in (loaders, text_encode, conditioning):
-            self.registry.register_module(module)
-        self.registry.register(Keep)
-        self.kept: list[Any] = []
-        self.models = ModelManager()
-        self.executor = Executor(self.registry, cache=RecentRunsCache(1), folders=self.folders,
-                                 services={"kept": self.kept, "models": self.models})
-
-    def add(self, kind: str, source: Path, name: str) -> Path:
-        target = Path(self.folders.models) / kind / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
-        return target
-
-    def validate(self, prompt: dict[str, Any]) -> ValidationResult:
-        return self.executor.validate(parse_api_workflow(prompt))
-
-    def run(self, prompt: dict[str, Any]) -> RunOutcome:
-        validation = self.validate(prompt)
-        assert validation.ok, validation.messages()
-        return self.executor.run(RunRequest(validation=validation, run_id="test"))
-
-
 @pytest.fixture
-def engine(tmp_path) -> Engine:
-    return Engine(tmp_path)
+def engine(tmp_path) -> SdEngine:
+    return SdEngine(tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["sd1", "sd2", "sdxl", "sdxl_refiner"])
@@ -111,7 +73,7 @@ def test_component_loaders(engine, tiny_file, tmp_path):
 
 
 def test_a_broken_file_fails_on_its_loader_node(engine, tiny_file):
-    path = engine.add("checkpoints", tiny_file("sd1"), "broken.safetensors")
+    path = engine.path("checkpoints", engine.add("checkpoints", tiny_file("sd1"), "broken.safetensors"))
     path.write_bytes(path.read_bytes()[:4096])
     g = GraphBuilder()
     ckpt = g.node("CheckpointLoaderSimple", "7", ckpt_name="broken.safetensors")
@@ -126,7 +88,7 @@ def test_a_broken_file_fails_on_its_loader_node(engine, tiny_file):
 
 
 def test_a_replaced_file_reloads(engine, tiny_file):
-    path = engine.add("checkpoints", tiny_file("sd1"), "m.safetensors")
+    path = engine.path("checkpoints", engine.add("checkpoints", tiny_file("sd1"), "m.safetensors"))
     node = loaders.CheckpointLoaderSimple()
     before = node.fingerprint(ckpt_name="m.safetensors", folders=engine.folders)
     g = GraphBuilder()

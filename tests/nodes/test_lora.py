@@ -8,7 +8,6 @@ test: hand-merged weights, convolution chains for LoCon, and diffusers' own SGM-
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,42 +16,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-import main
-from graph import Executor, Folders, Node, NodeSchema, RecentRunsCache, RunRequest, parse_api_workflow
+from graph import Node, NodeSchema
 from graph.builder import GraphBuilder
 from nodes.models.errors import ModelLoadError
 from nodes.models.lora import LowRank, WeightPatch, load_lora, map_lora, parse_lora
-from nodes.models.manager import ModelManager
 from nodes.models.patching import patched
-from tests.support.keep import Keep
+from tests.support.sd_engine import SdEngine
 
 from .tiny_models import tiny_models, unet_output
-
-
-class SdEngine:
-    """Every built-in node, over tmp folders, with a counting model manager."""
-
-    def __init__(self, root: Path) -> None:
-        self.folders = Folders.under(root)
-        for name in ("models", "input", "output", "temp", "user"):
-            getattr(self.folders, name).mkdir(parents=True, exist_ok=True)
-        self.registry = main.build_registry(folders=self.folders)
-        self.registry.register(Keep)
-        self.kept: list[Any] = []
-        self.models = ModelManager()
-        self.executor = Executor(self.registry, cache=RecentRunsCache(1), folders=self.folders,
-                                 services={"models": self.models, "kept": self.kept})
-
-    def add(self, kind: str, source: Path, name: str) -> str:
-        target = self.folders.models / kind / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
-        return name
-
-    def run(self, prompt: dict[str, Any]):
-        validation = self.executor.validate(parse_api_workflow(prompt))
-        assert validation.ok, validation.messages()
-        return self.executor.run(RunRequest(validation=validation, run_id="r"))
 
 
 def low_rank(out_f: int, in_f: int, *, rank: int = 4, kernel: int | None = None, seed: int = 0,

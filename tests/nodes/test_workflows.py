@@ -3,49 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from PIL import Image
 
-import main
-from graph import Executor, Folders, InterruptToken, Progress, RecentRunsCache, RunRequest, parse_api_workflow
+from graph import InterruptToken, Progress
 from graph.builder import GraphBuilder
-from nodes.models.manager import ModelManager
-from tests.support.keep import Keep
-
-
-class Engine:
-    def __init__(self, root: Path) -> None:
-        self.folders = Folders.under(root)
-        for name in ("models", "input", "output", "temp", "user"):
-            getattr(self.folders, name).mkdir(parents=True, exist_ok=True)
-        self.registry = main.build_registry(folders=self.folders)
-        self.registry.register(Keep)
-        self.kept: list[Any] = []
-        self.executor = Executor(self.registry, cache=RecentRunsCache(1), folders=self.folders,
-                                 services={"models": ModelManager(), "kept": self.kept})
-
-    def add_checkpoint(self, source: Path, name: str) -> str:
-        target = self.folders.models / "checkpoints" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
-        return name
-
-    def run(self, prompt: dict, *, listeners=(), interrupt=None, extra_data=None):
-        validation = self.executor.validate(parse_api_workflow(prompt))
-        assert validation.ok, validation.messages()
-        kw = {"interrupt": interrupt} if interrupt is not None else {}
-        return self.executor.run(RunRequest(validation=validation, run_id="r", listeners=listeners,
-                                            extra_data=extra_data or {}, **kw))
+from tests.support.sd_engine import SdEngine
 
 
 @pytest.fixture
-def engine(tmp_path) -> Engine:
-    return Engine(tmp_path)
+def engine(tmp_path) -> SdEngine:
+    return SdEngine(tmp_path)
 
 
 def txt2img(ckpt: str, *, seed: int = 1, steps: int = 3, size: int = 64, batch: int = 1, sampler: str = "euler",
@@ -64,7 +35,7 @@ def txt2img(ckpt: str, *, seed: int = 1, steps: int = 3, size: int = 64, batch: 
 
 
 def test_default_workflow_saves_a_png_with_its_workflow(engine, tiny_file):
-    ckpt = engine.add_checkpoint(tiny_file("sd1"), "sd15.safetensors")
+    ckpt = engine.add("checkpoints", tiny_file("sd1"), "sd15.safetensors")
     g, _ = txt2img(ckpt)
     editor = {"nodes": [], "links": [], "extra": {"note": "café ☕"}}
     outcome = engine.run(g.build(), extra_data={"extra_pnginfo": {"workflow": editor}})
@@ -77,7 +48,7 @@ def test_default_workflow_saves_a_png_with_its_workflow(engine, tiny_file):
 
 
 def test_a_new_seed_reruns_only_the_sampler_and_what_follows(engine, tiny_file):
-    ckpt = engine.add_checkpoint(tiny_file("sd1"), "sd15.safetensors")
+    ckpt = engine.add("checkpoints", tiny_file("sd1"), "sd15.safetensors")
     engine.run(txt2img(ckpt, seed=1)[0].build())
     outcome = engine.run(txt2img(ckpt, seed=2)[0].build())
     assert sorted(outcome.executed) == ["5", "6", "7"]  # KSampler, VAEDecode, SaveImage
@@ -85,7 +56,7 @@ def test_a_new_seed_reruns_only_the_sampler_and_what_follows(engine, tiny_file):
 
 
 def test_image_k_of_a_batch_is_reproduced_alone(engine, tiny_file):
-    ckpt = engine.add_checkpoint(tiny_file("sd1"), "sd15.safetensors")
+    ckpt = engine.add("checkpoints", tiny_file("sd1"), "sd15.safetensors")
     g, sampled = txt2img(ckpt, batch=3, save=False)
     g.node("Keep", value=sampled)
     engine.run(g.build())
@@ -101,7 +72,7 @@ def test_image_k_of_a_batch_is_reproduced_alone(engine, tiny_file):
 
 
 def test_img2img_from_an_uploaded_image(engine, tiny_file):
-    ckpt = engine.add_checkpoint(tiny_file("sd1"), "sd15.safetensors")
+    ckpt = engine.add("checkpoints", tiny_file("sd1"), "sd15.safetensors")
     Image.new("RGB", (64, 64), (200, 40, 40)).save(engine.folders.input / "red.png")
     g = GraphBuilder()
     loader = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
@@ -116,7 +87,7 @@ def test_img2img_from_an_uploaded_image(engine, tiny_file):
 
 
 def test_inpainting_model_repaints_only_the_masked_area(engine, tiny_file):
-    ckpt = engine.add_checkpoint(tiny_file("sd1_inpaint"), "inpaint.safetensors")
+    ckpt = engine.add("checkpoints", tiny_file("sd1_inpaint"), "inpaint.safetensors")
     rgba = Image.new("RGBA", (64, 64), (30, 120, 200, 255))
     for x in range(32, 64):
         for y in range(64):
@@ -139,8 +110,8 @@ def test_inpainting_model_repaints_only_the_masked_area(engine, tiny_file):
 
 
 def test_sdxl_base_to_refiner_hand_off(engine, tiny_file):
-    base = engine.add_checkpoint(tiny_file("sdxl"), "sdxl_base.safetensors")
-    refiner = engine.add_checkpoint(tiny_file("sdxl_refiner"), "sdxl_refiner.safetensors")
+    base = engine.add("checkpoints", tiny_file("sdxl"), "sdxl_base.safetensors")
+    refiner = engine.add("checkpoints", tiny_file("sdxl_refiner"), "sdxl_refiner.safetensors")
     g = GraphBuilder()
     b = g.node("CheckpointLoaderSimple", ckpt_name=base)
     r = g.node("CheckpointLoaderSimple", ckpt_name=refiner)
@@ -163,7 +134,7 @@ def test_sdxl_base_to_refiner_hand_off(engine, tiny_file):
 
 
 def test_interrupt_during_sampling_ends_within_a_step(engine, tiny_file):
-    ckpt = engine.add_checkpoint(tiny_file("sd1"), "sd15.safetensors")
+    ckpt = engine.add("checkpoints", tiny_file("sd1"), "sd15.safetensors")
     token = InterruptToken()
     steps = []
 
