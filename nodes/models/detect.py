@@ -222,21 +222,16 @@ def _unet_family(unet: StateDict) -> str:
 # --------------------------------------------------------------------------- VAE
 
 
-def vae_config_from_ldm(vae: StateDict, *, scaling_factor: float, path: Path | None = None) -> dict[str, Any]:
-    """diffusers ``AutoencoderKL`` config for an LDM-layout VAE (keys without prefix)."""
+def _vae_config(vae: StateDict, *, channels: list[int], layers: int, attention_key: str, scaling_factor: float,
+                path: Path | None) -> dict[str, Any]:
+    """The AutoencoderKL config both key layouts share once their widths and depth are read."""
     what = "VAE"
-    conv_in = _need(vae, "encoder.conv_in.weight", path, what)
-    levels = _indices(vae, r"encoder\.down\.(\d+)\.")
-    if not levels:
-        raise ModelLoadError(path, "expected encoder.down.* blocks in the VAE, found none")
-    channels = [int(_need(vae, f"encoder.down.{i}.block.0.conv2.weight", path, what).shape[0]) for i in levels]
-    layers = len(_indices(vae, r"encoder\.down\.0\.block\.(\d+)\."))
     if "post_quant_conv.weight" in vae:
         latent = int(vae["post_quant_conv.weight"].shape[1])
     else:
         latent = int(_need(vae, "decoder.conv_in.weight", path, what).shape[1])
     return {
-        "in_channels": int(conv_in.shape[1]),
+        "in_channels": int(_need(vae, "encoder.conv_in.weight", path, what).shape[1]),
         "out_channels": int(_need(vae, "decoder.conv_out.weight", path, what).shape[0]),
         "down_block_types": ["DownEncoderBlock2D"] * len(channels),
         "up_block_types": ["UpDecoderBlock2D"] * len(channels),
@@ -246,10 +241,21 @@ def vae_config_from_ldm(vae: StateDict, *, scaling_factor: float, path: Path | N
         "norm_num_groups": 32,
         "sample_size": 512,
         "scaling_factor": scaling_factor,
-        "mid_block_add_attention": "encoder.mid.attn_1.q.weight" in vae,
+        "mid_block_add_attention": attention_key in vae,
         "use_quant_conv": "quant_conv.weight" in vae,
         "use_post_quant_conv": "post_quant_conv.weight" in vae,
     }
+
+
+def vae_config_from_ldm(vae: StateDict, *, scaling_factor: float, path: Path | None = None) -> dict[str, Any]:
+    """diffusers ``AutoencoderKL`` config for an LDM-layout VAE (keys without prefix)."""
+    what = "VAE"
+    levels = _indices(vae, r"encoder\.down\.(\d+)\.")
+    if not levels:
+        raise ModelLoadError(path, "expected encoder.down.* blocks in the VAE, found none")
+    channels = [int(_need(vae, f"encoder.down.{i}.block.0.conv2.weight", path, what).shape[0]) for i in levels]
+    return _vae_config(vae, channels=channels, layers=len(_indices(vae, r"encoder\.down\.0\.block\.(\d+)\.")),
+                       attention_key="encoder.mid.attn_1.q.weight", scaling_factor=scaling_factor, path=path)
 
 
 _OLD_VAE_ATTENTION = {"query.": "to_q.", "key.": "to_k.", "value.": "to_v.", "proj_attn.": "to_out.0."}
@@ -278,29 +284,13 @@ def normalize_diffusers_vae(vae: StateDict) -> dict[str, torch.Tensor]:
 def vae_config_from_diffusers(vae: StateDict, *, scaling_factor: float, path: Path | None = None) -> dict[str, Any]:
     """diffusers ``AutoencoderKL`` config for a VAE already in diffusers' key layout."""
     what = "VAE"
-    conv_in = _need(vae, "encoder.conv_in.weight", path, what)
     levels = _indices(vae, r"encoder\.down_blocks\.(\d+)\.")
     channels = [int(_need(vae, f"encoder.down_blocks.{i}.resnets.0.conv2.weight", path, what).shape[0])
                 for i in levels]
-    if "post_quant_conv.weight" in vae:
-        latent = int(vae["post_quant_conv.weight"].shape[1])
-    else:
-        latent = int(_need(vae, "decoder.conv_in.weight", path, what).shape[1])
-    return {
-        "in_channels": int(conv_in.shape[1]),
-        "out_channels": int(_need(vae, "decoder.conv_out.weight", path, what).shape[0]),
-        "down_block_types": ["DownEncoderBlock2D"] * len(channels),
-        "up_block_types": ["UpDecoderBlock2D"] * len(channels),
-        "block_out_channels": channels,
-        "layers_per_block": len(_indices(vae, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")),
-        "latent_channels": latent,
-        "norm_num_groups": 32,
-        "sample_size": 512,
-        "scaling_factor": scaling_factor,
-        "mid_block_add_attention": "encoder.mid_block.attentions.0.to_q.weight" in vae,
-        "use_quant_conv": "quant_conv.weight" in vae,
-        "use_post_quant_conv": "post_quant_conv.weight" in vae,
-    }
+    layers = len(_indices(vae, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."))
+    return _vae_config(vae, channels=channels, layers=layers,
+                       attention_key="encoder.mid_block.attentions.0.to_q.weight", scaling_factor=scaling_factor,
+                       path=path)
 
 
 # --------------------------------------------------------------------------- text encoders
