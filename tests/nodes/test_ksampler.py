@@ -59,7 +59,8 @@ def test_euler_txt2img_matches_diffusers_pipeline(sd1):
     pe, ne = embeddings(sd1, "a photo of a cat", "blurry")
     pipe = StableDiffusionPipeline(
         vae=sd1.vae, text_encoder=sd1.text_encoders[0], tokenizer=load_clip_tokenizer(), unet=sd1.unet,
-        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     ms = ModelSampling.discrete()
