@@ -37,14 +37,14 @@ FAN = 100
 
 
 class Leaf(Node):
-    SCHEMA = NodeSchema(node_id="Leaf", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
+    SCHEMA = NodeSchema(node_type="Leaf", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, value):
         return (value,)
 
 
 class Inc(Node):
-    SCHEMA = NodeSchema(node_id="Inc", inputs=[IntInput(name="value", min=-(2**62), max=2**62)],
+    SCHEMA = NodeSchema(node_type="Inc", inputs=[IntInput(name="value", min=-(2**62), max=2**62)],
                         outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, value):
@@ -52,7 +52,7 @@ class Inc(Node):
 
 
 class SumMany(Node):
-    SCHEMA = NodeSchema(node_id="SumMany", outputs=[OutputSpec(type="INT")],
+    SCHEMA = NodeSchema(node_type="SumMany", outputs=[OutputSpec(type="INT")],
                         inputs=[IntInput(name=f"v{i}", optional=True, min=-(2**62), max=2**62) for i in range(FAN)])
 
     def execute(self, ctx, **values):
@@ -60,7 +60,7 @@ class SumMany(Node):
 
 
 class Result(Node):
-    SCHEMA = NodeSchema(node_id="Result", output_node=True, inputs=[IntInput(name="value", min=-(2**62), max=2**62)])
+    SCHEMA = NodeSchema(node_type="Result", output_node=True, inputs=[IntInput(name="value", min=-(2**62), max=2**62)])
 
     def execute(self, ctx, *, value):
         return NodeResult(ui={"value": [value]})

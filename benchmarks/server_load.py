@@ -48,7 +48,7 @@ LATENCY_GOAL_MS = 20.0
 
 
 class Const(Node):
-    SCHEMA = NodeSchema(node_id="Const", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
+    SCHEMA = NodeSchema(node_type="Const", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, value):
         return (value,)
@@ -57,7 +57,7 @@ class Const(Node):
 class Steps(Node):
     """Reports `steps` progress events, like a sampler."""
 
-    SCHEMA = NodeSchema(node_id="Steps", outputs=[OutputSpec(type="INT")],
+    SCHEMA = NodeSchema(node_type="Steps", outputs=[OutputSpec(type="INT")],
                         inputs=[InputSpec(name="value", type="INT"),
                                 IntInput(name="steps", default=1, min=1, max=10_000)])
 
@@ -71,7 +71,7 @@ class Steps(Node):
 
 
 class Out(Node):
-    SCHEMA = NodeSchema(node_id="Out", output_node=True, inputs=[InputSpec(name="value", type="INT")])
+    SCHEMA = NodeSchema(node_type="Out", output_node=True, inputs=[InputSpec(name="value", type="INT")])
 
     def execute(self, ctx, *, value):
         return NodeResult(ui={"text": [str(value)]})

@@ -153,7 +153,7 @@ def scan_node_names(source: PackSource) -> list[str]:
     """Node names a pack's source declares, without running it (for a pack that failed to import).
 
     Finds the keys of `NODE_CLASS_MAPPINGS = {...}`, `NODE_CLASS_MAPPINGS["X"] = ...` and
-    `NODE_CLASS_MAPPINGS.update({...})`, and `node_id="X"` in our own schemas.
+    `NODE_CLASS_MAPPINGS.update({...})`, and `node_type="X"` in our own schemas.
     """
     names: dict[str, None] = {}
 
@@ -186,7 +186,7 @@ def scan_node_names(source: PackSource) -> list[str]:
                         and func.value.id == "NODE_CLASS_MAPPINGS" and node.args):
                     keys_of(node.args[0])
                 for kw in node.keywords:
-                    if kw.arg == "node_id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                    if kw.arg == "node_type" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
                         names[kw.value.value] = None
     return list(names)
 
@@ -431,7 +431,7 @@ class PluginManager:
             report.node_errors[str(label)] = "NODES must hold graph.Node subclasses"
             return
         schema = getattr(cls, "SCHEMA", None)
-        node_id = schema.node_id if isinstance(schema, NodeSchema) else str(label)
+        node_id = schema.node_type if isinstance(schema, NodeSchema) else str(label)
         existing = self.registry.get(node_id)
         if existing is not None:
             owner = existing.source

@@ -33,7 +33,7 @@ class NodeDef:
 
     @property
     def class_type(self) -> str:
-        return self.schema.node_id
+        return self.schema.node_type
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,12 +60,12 @@ class NodeRegistry:
         if not isinstance(schema, NodeSchema):
             raise SchemaError(f"{cls.__name__} has no SCHEMA (a graph.NodeSchema)")
         node_def = _build_def(cls, schema, source)
-        existing = self._defs.get(schema.node_id)
+        existing = self._defs.get(schema.node_type)
         if existing is not None:
             raise SchemaError(
-                f"node id {schema.node_id!r} from {source} is already registered by {existing.source}"
+                f"node id {schema.node_type!r} from {source} is already registered by {existing.source}"
             )
-        self._defs[schema.node_id] = node_def
+        self._defs[schema.node_type] = node_def
         return node_def
 
     def register_all(self, classes: Iterable[type], *, source: str = "builtin") -> None:
@@ -122,9 +122,9 @@ class NodeRegistry:
 
 
 def _build_def(cls: type, schema: NodeSchema, source: str) -> NodeDef:
-    if not schema.node_id or not isinstance(schema.node_id, str):
-        raise SchemaError(f"{cls.__name__}: node_id must be a non-empty string")
-    where = f"node {schema.node_id!r}"
+    if not schema.node_type or not isinstance(schema.node_type, str):
+        raise SchemaError(f"{cls.__name__}: node_type must be a non-empty string")
+    where = f"node {schema.node_type!r}"
     names: dict[str, InputSpec] = {}
     for spec in schema.inputs:
         try:

@@ -343,7 +343,7 @@ class OutputSpec:
 class NodeSchema:
     """Everything the engine and the editor need to know about a node class, as data."""
 
-    node_id: str
+    node_type: str
     display_name: str | None = None
     category: str = ""
     description: str = ""
@@ -367,8 +367,8 @@ class NodeSchema:
             "output_is_list": [o.is_list for o in self.outputs],
             "output_name": [o.display_name for o in self.outputs],
             "output_tooltips": [o.tooltip for o in self.outputs] if any(o.tooltip for o in self.outputs) else None,
-            "name": self.node_id,
-            "display_name": self.display_name or self.node_id,
+            "name": self.node_type,
+            "display_name": self.display_name or self.node_type,
             "description": self.description,
             "python_module": self.python_module,
             "category": self.category,

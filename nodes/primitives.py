@@ -7,7 +7,7 @@ from graph.limits import INT_MAX, INT_MIN
 
 
 def _schema(node_id: str, display: str, spec, out_type: str) -> NodeSchema:
-    return NodeSchema(node_id=node_id, display_name=display, category="utils/primitive", inputs=[spec],
+    return NodeSchema(node_type=node_id, display_name=display, category="utils/primitive", inputs=[spec],
                       outputs=[OutputSpec(type=out_type)], python_module="nodes.primitives")
 
 

@@ -22,7 +22,7 @@ def render(value: Any) -> str:
 
 
 class PreviewAny(Node):
-    SCHEMA = NodeSchema(node_id="PreviewAny", display_name="Preview Any", category="utils", output_node=True,
+    SCHEMA = NodeSchema(node_type="PreviewAny", display_name="Preview Any", category="utils", output_node=True,
                         description="Shows any value as text in the editor (and on the command line).",
                         inputs=[InputSpec(name="source", type="*", force_input=True)], python_module="nodes.utility")
 
@@ -31,7 +31,7 @@ class PreviewAny(Node):
 
 
 class StringConcatenate(Node):
-    SCHEMA = NodeSchema(node_id="StringConcatenate", display_name="Concatenate", category="utils/string",
+    SCHEMA = NodeSchema(node_type="StringConcatenate", display_name="Concatenate", category="utils/string",
                         inputs=[StringInput(name="string_a", multiline=True),
                                 StringInput(name="string_b", multiline=True),
                                 StringInput(name="delimiter", default="")],

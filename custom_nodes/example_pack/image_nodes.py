@@ -11,7 +11,7 @@ class ExampleTintImage(Node):
     """Blends every image of a batch towards a colour, reporting progress per image."""
 
     SCHEMA = NodeSchema(
-        node_id="ExampleTintImage", display_name="Tint Image (example)", category="examples/image",
+        node_type="ExampleTintImage", display_name="Tint Image (example)", category="examples/image",
         inputs=[InputSpec(name="image", type="IMAGE"),
                 StringInput(name="color", default="#ff8800"),
                 FloatInput(name="strength", default=0.5, min=0.0, max=1.0, step=0.05)],

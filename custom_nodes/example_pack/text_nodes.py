@@ -12,7 +12,7 @@ class ExampleRepeatText(Node):
     """The smallest useful node: typed inputs in, a tuple of outputs out."""
 
     SCHEMA = NodeSchema(
-        node_id="ExampleRepeatText", display_name="Repeat Text (example)", category="examples",
+        node_type="ExampleRepeatText", display_name="Repeat Text (example)", category="examples",
         description="Repeats a text a number of times, joined by a separator.",
         inputs=[StringInput(name="text", default="hello", multiline=True),
                 IntInput(name="times", default=2, min=1, max=100, tooltip="how many copies"),
@@ -28,7 +28,7 @@ class ExampleShowText(Node):
     """An output node: what it returns under `ui` is shown on the node and stored in history."""
 
     SCHEMA = NodeSchema(
-        node_id="ExampleShowText", display_name="Show Text (example)", category="examples",
+        node_type="ExampleShowText", display_name="Show Text (example)", category="examples",
         inputs=[InputSpec(name="text", type="STRING", force_input=True)],
         outputs=[OutputSpec(type="STRING", name="text")], output_node=True,
     )
@@ -41,7 +41,7 @@ class ExampleLazySwitch(Node):
     """A lazy input: only the branch the switch selects is computed."""
 
     SCHEMA = NodeSchema(
-        node_id="ExampleLazySwitch", display_name="Lazy Switch (example)", category="examples",
+        node_type="ExampleLazySwitch", display_name="Lazy Switch (example)", category="examples",
         inputs=[BooleanInput(name="use_first", default=True),
                 InputSpec(name="first", type="*", lazy=True, optional=True),
                 InputSpec(name="second", type="*", lazy=True, optional=True)],
@@ -64,7 +64,7 @@ class ExampleColorSwatch(Node):
     """Checks a colour at validation time and shows it; web/swatch.js paints the node in that colour."""
 
     SCHEMA = NodeSchema(
-        node_id="ExampleColorSwatch", display_name="Colour Swatch (example)", category="examples",
+        node_type="ExampleColorSwatch", display_name="Colour Swatch (example)", category="examples",
         inputs=[StringInput(name="color", default="#3366ff", tooltip="a hex colour such as #3366ff")],
         outputs=[OutputSpec(type="STRING", name="color")], output_node=True,
     )

@@ -48,7 +48,7 @@ def _annotated(conditioning: Conditioning, **values: Any) -> Conditioning:
 
 
 def _schema(node_id: str, display: str, inputs: list[InputSpec], category: str = "conditioning") -> NodeSchema:
-    return NodeSchema(node_id=node_id, display_name=display, category=category, inputs=inputs,
+    return NodeSchema(node_type=node_id, display_name=display, category=category, inputs=inputs,
                       outputs=[OutputSpec(type="CONDITIONING", name="CONDITIONING")],
                       python_module="nodes.sd.conditioning")
 

@@ -26,7 +26,7 @@ SD_SIGMA_MAX, SD_SIGMA_MIN = 14.614642, 0.0291675  # the SD1/SD2 sigma table's e
 
 def _schema(node_id: str, display: str, category: str, inputs: list[InputSpec], outputs: list[OutputSpec],
             description: str = "") -> NodeSchema:
-    return NodeSchema(node_id=node_id, display_name=display, category=category, inputs=inputs, outputs=outputs,
+    return NodeSchema(node_type=node_id, display_name=display, category=category, inputs=inputs, outputs=outputs,
                       description=description, python_module="nodes.sd.custom_sampling")
 
 

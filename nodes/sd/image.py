@@ -259,7 +259,7 @@ def load_mask(path: Path, channel: str, *, max_pixels: int = MAX_LOAD_PIXELS) ->
 
 class LoadImage(_ImageFileNode):
     SCHEMA = NodeSchema(
-        node_id="LoadImage", display_name="Load Image", category="image",
+        node_type="LoadImage", display_name="Load Image", category="image",
         description="Load an image from the input folder; the mask is 1 where the image is transparent.",
         inputs=[_image_input()],
         outputs=[OutputSpec(type="IMAGE"), OutputSpec(type="MASK")],
@@ -275,7 +275,7 @@ class LoadImage(_ImageFileNode):
 
 class LoadImageMask(_ImageFileNode):
     SCHEMA = NodeSchema(
-        node_id="LoadImageMask", display_name="Load Image (as Mask)", category="mask",
+        node_type="LoadImageMask", display_name="Load Image (as Mask)", category="mask",
         inputs=[_image_input(), ComboInput(name="channel", choices=CHANNELS)],
         outputs=[OutputSpec(type="MASK")],
     )
@@ -385,7 +385,7 @@ _HIDDEN = [HiddenInput(name="prompt", kind="PROMPT"), HiddenInput(name="extra_pn
 
 class SaveImage(Node):
     SCHEMA = NodeSchema(
-        node_id="SaveImage", display_name="Save Image", category="image",
+        node_type="SaveImage", display_name="Save Image", category="image",
         description="Saves the input images to your output directory.",
         inputs=[InputSpec(name="images", type="IMAGE", tooltip="The images to save."),
                 FilenamePrefixInput(name="filename_prefix", default="ComfyUI",
@@ -406,7 +406,7 @@ class SaveImage(Node):
 
 class PreviewImage(Node):
     SCHEMA = NodeSchema(
-        node_id="PreviewImage", display_name="Preview Image", category="image",
+        node_type="PreviewImage", display_name="Preview Image", category="image",
         description="Saves the input images to the temporary folder, for viewing in the editor.",
         inputs=[InputSpec(name="images", type="IMAGE")],
         hidden=_HIDDEN, outputs=[], output_node=True,
@@ -435,7 +435,7 @@ def scale_image(image: torch.Tensor, width: int, height: int, method: str, crop:
 
 class ImageScale(Node):
     SCHEMA = NodeSchema(
-        node_id="ImageScale", display_name="Upscale Image", category="image/upscaling",
+        node_type="ImageScale", display_name="Upscale Image", category="image/upscaling",
         description="Resize to width x height; 0 for one side keeps the aspect ratio, 0 for both does nothing.",
         inputs=[InputSpec(name="image", type="IMAGE"), ComboInput(name="upscale_method", choices=IMAGE_UPSCALE_METHODS),
                 IntInput(name="width", default=512, min=0, max=MAX_RESOLUTION, step=1),
@@ -459,7 +459,7 @@ class ImageScale(Node):
 
 class ImageScaleBy(Node):
     SCHEMA = NodeSchema(
-        node_id="ImageScaleBy", display_name="Upscale Image By", category="image/upscaling",
+        node_type="ImageScaleBy", display_name="Upscale Image By", category="image/upscaling",
         inputs=[InputSpec(name="image", type="IMAGE"), ComboInput(name="upscale_method", choices=IMAGE_UPSCALE_METHODS),
                 FloatInput(name="scale_by", default=1.0, min=0.01, max=8.0, step=0.01)],
         outputs=[OutputSpec(type="IMAGE")],
@@ -473,7 +473,7 @@ class ImageScaleBy(Node):
 
 class ImageInvert(Node):
     SCHEMA = NodeSchema(
-        node_id="ImageInvert", display_name="Invert Image", category="image",
+        node_type="ImageInvert", display_name="Invert Image", category="image",
         inputs=[InputSpec(name="image", type="IMAGE")], outputs=[OutputSpec(type="IMAGE")],
     )
 
@@ -499,7 +499,7 @@ def outpaint_mask(h: int, w: int, *, top: int, bottom: int, left: int, right: in
 
 class ImagePadForOutpaint(Node):
     SCHEMA = NodeSchema(
-        node_id="ImagePadForOutpaint", display_name="Pad Image for Outpainting", category="image",
+        node_type="ImagePadForOutpaint", display_name="Pad Image for Outpainting", category="image",
         description="Add grey borders and a mask covering them (feathered into the image) for outpainting.",
         inputs=[InputSpec(name="image", type="IMAGE"),
                 *[IntInput(name=side, default=0, min=0, max=MAX_RESOLUTION, step=8)
@@ -524,7 +524,7 @@ class ImagePadForOutpaint(Node):
 
 class EmptyImage(Node):
     SCHEMA = NodeSchema(
-        node_id="EmptyImage", display_name="EmptyImage", category="image",
+        node_type="EmptyImage", display_name="EmptyImage", category="image",
         inputs=[IntInput(name="width", default=512, min=1, max=MAX_RESOLUTION, step=1),
                 IntInput(name="height", default=512, min=1, max=MAX_RESOLUTION, step=1),
                 IntInput(name="batch_size", default=1, min=1, max=4096),

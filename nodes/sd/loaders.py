@@ -24,7 +24,7 @@ CLIP_DEVICES = ("default", "cpu")
 
 
 def _schema(node_id: str, display: str, inputs: list[Any], outputs: list[OutputSpec]) -> NodeSchema:
-    return NodeSchema(node_id=node_id, display_name=display, category="loaders", inputs=inputs, outputs=outputs,
+    return NodeSchema(node_type=node_id, display_name=display, category="loaders", inputs=inputs, outputs=outputs,
                       python_module="nodes.sd.loaders")
 
 

@@ -51,7 +51,7 @@ def _report(ctx: Any, lora: LoraFile, mapping: LoraMapping, lora_name: str) -> d
 
 class LoraLoader(Node):
     SCHEMA = NodeSchema(
-        node_id="LoraLoader", display_name="Load LoRA", category="loaders",
+        node_type="LoraLoader", display_name="Load LoRA", category="loaders",
         description="Applies a LoRA to the diffusion model and the text encoder without copying either.",
         inputs=[InputSpec(name="model", type="MODEL", tooltip="The diffusion model the LoRA is applied to."),
                 InputSpec(name="clip", type="CLIP", tooltip="The CLIP model the LoRA is applied to."),
@@ -81,7 +81,7 @@ class LoraLoader(Node):
 
 class LoraLoaderModelOnly(Node):
     SCHEMA = NodeSchema(
-        node_id="LoraLoaderModelOnly", display_name="LoraLoaderModelOnly", category="loaders",
+        node_type="LoraLoaderModelOnly", display_name="LoraLoaderModelOnly", category="loaders",
         description="Applies a LoRA to the diffusion model only.",
         inputs=[InputSpec(name="model", type="MODEL"),
                 ComboInput(name="lora_name", choices=files_of("loras")),

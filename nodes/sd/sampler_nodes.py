@@ -46,7 +46,7 @@ def progress_reporter(ctx: Any):
 
 class KSampler(Node):
     SCHEMA = NodeSchema(
-        node_id="KSampler", display_name="KSampler", category="sampling",
+        node_type="KSampler", display_name="KSampler", category="sampling",
         description="Denoises a latent image with the model, guided by the positive and negative prompts.",
         inputs=[*_common_inputs("seed"),
                 FloatInput(name="denoise", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -64,7 +64,7 @@ class KSampler(Node):
 
 class KSamplerAdvanced(Node):
     SCHEMA = NodeSchema(
-        node_id="KSamplerAdvanced", display_name="KSampler (Advanced)", category="sampling",
+        node_type="KSamplerAdvanced", display_name="KSampler (Advanced)", category="sampling",
         description="KSampler with a step window and optional leftover noise, for base -> refiner hand-offs.",
         inputs=[
             InputSpec(name="model", type="MODEL"),

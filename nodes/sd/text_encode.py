@@ -259,7 +259,7 @@ def _conditioning(cond: torch.Tensor, pooled: torch.Tensor | None, **extra: Any)
 
 def _schema(node_id: str, display: str, inputs: list[InputSpec], outputs: list[OutputSpec],
             description: str = "") -> NodeSchema:
-    return NodeSchema(node_id=node_id, display_name=display, category="conditioning", inputs=inputs,
+    return NodeSchema(node_type=node_id, display_name=display, category="conditioning", inputs=inputs,
                       outputs=outputs, description=description, python_module="nodes.sd.text_encode")
 
 
@@ -290,7 +290,7 @@ class CLIPTextEncode(Node):
 
 
 class CLIPSetLastLayer(Node):
-    SCHEMA = NodeSchema(node_id="CLIPSetLastLayer", display_name="CLIP Set Last Layer", category="conditioning",
+    SCHEMA = NodeSchema(node_type="CLIPSetLastLayer", display_name="CLIP Set Last Layer", category="conditioning",
                         inputs=[InputSpec(name="clip", type="CLIP"),
                                 IntInput(name="stop_at_clip_layer", default=-1, min=-24, max=-1, step=1)],
                         outputs=[OutputSpec(type="CLIP", name="CLIP")], python_module="nodes.sd.text_encode",

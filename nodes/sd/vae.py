@@ -211,7 +211,7 @@ def _temporal_inputs() -> list[IntInput]:
 
 class VAEDecode(Node):
     SCHEMA = NodeSchema(
-        node_id="VAEDecode", display_name="VAE Decode", category="latent",
+        node_type="VAEDecode", display_name="VAE Decode", category="latent",
         description="Decodes latent images back into pixel space images.",
         inputs=[InputSpec(name="samples", type="LATENT", tooltip="The latent to be decoded."),
                 InputSpec(name="vae", type="VAE", tooltip="The VAE model used for decoding the latent.")],
@@ -226,7 +226,7 @@ class VAEDecode(Node):
 
 class VAEEncode(Node):
     SCHEMA = NodeSchema(
-        node_id="VAEEncode", display_name="VAE Encode", category="latent",
+        node_type="VAEEncode", display_name="VAE Encode", category="latent",
         inputs=[InputSpec(name="pixels", type="IMAGE"), _vae_in()],
         outputs=[OutputSpec(type="LATENT")],
     )
@@ -239,7 +239,7 @@ class VAEEncode(Node):
 
 class VAEDecodeTiled(Node):
     SCHEMA = NodeSchema(
-        node_id="VAEDecodeTiled", display_name="VAE Decode (Tiled)", category="_for_testing",
+        node_type="VAEDecodeTiled", display_name="VAE Decode (Tiled)", category="_for_testing",
         description="Decode in overlapping tiles to bound memory; seams are blended.",
         inputs=[InputSpec(name="samples", type="LATENT"), _vae_in(),
                 IntInput(name="tile_size", default=512, min=64, max=4096, step=32),
@@ -257,7 +257,7 @@ class VAEDecodeTiled(Node):
 
 class VAEEncodeTiled(Node):
     SCHEMA = NodeSchema(
-        node_id="VAEEncodeTiled", display_name="VAE Encode (Tiled)", category="_for_testing",
+        node_type="VAEEncodeTiled", display_name="VAE Encode (Tiled)", category="_for_testing",
         description="Encode in overlapping tiles to bound memory; seams are blended.",
         inputs=[InputSpec(name="pixels", type="IMAGE"), _vae_in(),
                 IntInput(name="tile_size", default=512, min=64, max=4096, step=64),
@@ -286,7 +286,7 @@ def grow_mask(mask: torch.Tensor, by: int) -> torch.Tensor:
 
 class VAEEncodeForInpaint(Node):
     SCHEMA = NodeSchema(
-        node_id="VAEEncodeForInpaint", display_name="VAE Encode (for Inpainting)", category="latent/inpaint",
+        node_type="VAEEncodeForInpaint", display_name="VAE Encode (for Inpainting)", category="latent/inpaint",
         description="Encode with the masked area set to grey and attach the grown mask as the noise mask.",
         inputs=[InputSpec(name="pixels", type="IMAGE"), _vae_in(), InputSpec(name="mask", type="MASK"),
                 IntInput(name="grow_mask_by", default=6, min=0, max=64, step=1)],

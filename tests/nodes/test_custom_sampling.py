@@ -165,7 +165,7 @@ COMFY_OUTPUTS = {"KSamplerSelect": ["SAMPLER"], "SplitSigmas": ["SIGMAS", "SIGMA
 
 
 def test_schemas_match_comfyui():
-    by_id = {n.SCHEMA.node_id: n for n in custom_sampling.NODES}
+    by_id = {n.SCHEMA.node_type: n for n in custom_sampling.NODES}
     assert set(by_id) == set(COMFY_INPUTS)
     for node_id, inputs in COMFY_INPUTS.items():
         info = by_id[node_id].SCHEMA.to_object_info()

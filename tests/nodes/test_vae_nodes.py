@@ -200,7 +200,7 @@ def test_half_precision_vae_returns_float32(tiny_vae: AutoencoderKL):
 class TinyVaeLoader(Node):
     """Test node: a VAE handle from a tiny checkpoint file, as VAELoader will provide."""
 
-    SCHEMA = NodeSchema(node_id="TinyVaeLoader", inputs=[StringInput(name="path")], outputs=[OutputSpec(type="VAE")])
+    SCHEMA = NodeSchema(node_type="TinyVaeLoader", inputs=[StringInput(name="path")], outputs=[OutputSpec(type="VAE")])
 
     def execute(self, ctx, *, path: str) -> tuple[VaeHandle]:
         return (VaeHandle(vae=load_vae(path), scale_factor=0.18215, source=Path(path)),)

@@ -27,7 +27,7 @@ def _next_name(directory: Path, prefix: str) -> str:
 class SavePng(Node):
     """Writes an 8x8 PNG whose colour depends on the value: temp name, fsync, rename (no half file visible)."""
 
-    SCHEMA = NodeSchema(node_id="SavePng", category="test", output_node=True,
+    SCHEMA = NodeSchema(node_type="SavePng", category="test", output_node=True,
                         inputs=[InputSpec(name="value", type=ANY), StringInput(name="filename_prefix", default="t")])
 
     def execute(self, ctx, *, value, filename_prefix):
@@ -49,7 +49,7 @@ class SavePng(Node):
 class PreviewSteps(Node):
     """Reports `steps` progress steps, each with a small preview image made on demand (as samplers do)."""
 
-    SCHEMA = NodeSchema(node_id="PreviewSteps", category="test",
+    SCHEMA = NodeSchema(node_type="PreviewSteps", category="test",
                         inputs=[InputSpec(name="value", type=ANY), IntInput(name="steps", default=3, min=1, max=100)],
                         outputs=[OutputSpec(type=ANY)])
 
@@ -62,7 +62,7 @@ class PreviewSteps(Node):
 class Gate(Node):
     """Blocks until the test opens the `gate` service (a threading.Event); honours interrupts meanwhile."""
 
-    SCHEMA = NodeSchema(node_id="Gate", category="test", inputs=[InputSpec(name="value", type=ANY)],
+    SCHEMA = NodeSchema(node_type="Gate", category="test", inputs=[InputSpec(name="value", type=ANY)],
                         outputs=[OutputSpec(type=ANY)])
 
     def fingerprint(self, *, value=None):

@@ -8,7 +8,7 @@ from graph import InputSpec, Node, NodeResult, NodeSchema
 
 
 class Keep(Node):
-    SCHEMA = NodeSchema(node_id="Keep", inputs=[InputSpec(name="value", type="*")], output_node=True)
+    SCHEMA = NodeSchema(node_type="Keep", inputs=[InputSpec(name="value", type="*")], output_node=True)
 
     def fingerprint(self, **_: Any) -> float:
         return float("nan")  # never cached: every run hands its value over

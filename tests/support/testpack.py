@@ -31,7 +31,7 @@ def counted(ctx: NodeContext, label: str) -> None:
 
 
 class IntConst(Node):
-    SCHEMA = NodeSchema(node_id="IntConst", category="test", inputs=[IntInput(name="value", min=-1000, max=10**6)],
+    SCHEMA = NodeSchema(node_type="IntConst", category="test", inputs=[IntInput(name="value", min=-1000, max=10**6)],
                         outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, value):
@@ -40,7 +40,7 @@ class IntConst(Node):
 
 
 class FloatConst(Node):
-    SCHEMA = NodeSchema(node_id="FloatConst", category="test", inputs=[FloatInput(name="value", min=-10, max=10)],
+    SCHEMA = NodeSchema(node_type="FloatConst", category="test", inputs=[FloatInput(name="value", min=-10, max=10)],
                         outputs=[OutputSpec(type="FLOAT")])
 
     def execute(self, ctx, *, value):
@@ -48,7 +48,7 @@ class FloatConst(Node):
 
 
 class Text(Node):
-    SCHEMA = NodeSchema(node_id="Text", category="test", inputs=[StringInput(name="text", multiline=True)],
+    SCHEMA = NodeSchema(node_type="Text", category="test", inputs=[StringInput(name="text", multiline=True)],
                         outputs=[OutputSpec(type="STRING")])
 
     def execute(self, ctx, *, text):
@@ -56,7 +56,7 @@ class Text(Node):
 
 
 class Add(Node):
-    SCHEMA = NodeSchema(node_id="Add", category="test", description="a + b",
+    SCHEMA = NodeSchema(node_type="Add", category="test", description="a + b",
                         inputs=[IntInput(name="a", min=-10**9, max=10**9), IntInput(name="b", min=-10**9, max=10**9)],
                         outputs=[OutputSpec(type="INT", name="sum")])
 
@@ -66,7 +66,7 @@ class Add(Node):
 
 
 class Concat(Node):
-    SCHEMA = NodeSchema(node_id="Concat", category="test",
+    SCHEMA = NodeSchema(node_type="Concat", category="test",
                         inputs=[StringInput(name="a"), StringInput(name="b"),
                                 StringInput(name="sep", optional=True)],
                         outputs=[OutputSpec(type="STRING")])
@@ -76,7 +76,7 @@ class Concat(Node):
 
 
 class Sleep(Node):
-    SCHEMA = NodeSchema(node_id="Sleep", category="test",
+    SCHEMA = NodeSchema(node_type="Sleep", category="test",
                         inputs=[InputSpec(name="value", type=ANY), FloatInput(name="seconds", min=0, max=60)],
                         outputs=[OutputSpec(type=ANY)])
 
@@ -90,7 +90,7 @@ class Sleep(Node):
 
 
 class Fail(Node):
-    SCHEMA = NodeSchema(node_id="Fail", category="test",
+    SCHEMA = NodeSchema(node_type="Fail", category="test",
                         inputs=[InputSpec(name="value", type=ANY), StringInput(name="message", default="boom")],
                         outputs=[OutputSpec(type=ANY)])
 
@@ -101,7 +101,7 @@ class Fail(Node):
 class Show(Node):
     """An output node: shows any value as text."""
 
-    SCHEMA = NodeSchema(node_id="Show", category="test", output_node=True,
+    SCHEMA = NodeSchema(node_type="Show", category="test", output_node=True,
                         inputs=[InputSpec(name="value", type=ANY)])
 
     def execute(self, ctx, *, value):
@@ -112,7 +112,7 @@ class Show(Node):
 class Collect(Node):
     """An output node taking whole lists (INPUT_IS_LIST)."""
 
-    SCHEMA = NodeSchema(node_id="Collect", category="test", output_node=True, input_is_list=True,
+    SCHEMA = NodeSchema(node_type="Collect", category="test", output_node=True, input_is_list=True,
                         inputs=[InputSpec(name="values", type=ANY)], outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, values):
@@ -120,7 +120,7 @@ class Collect(Node):
 
 
 class Range(Node):
-    SCHEMA = NodeSchema(node_id="Range", category="test", inputs=[IntInput(name="count", min=0, max=1000)],
+    SCHEMA = NodeSchema(node_type="Range", category="test", inputs=[IntInput(name="count", min=0, max=1000)],
                         outputs=[OutputSpec(type="INT", is_list=True)])
 
     def execute(self, ctx, *, count):
@@ -128,7 +128,7 @@ class Range(Node):
 
 
 class Switch(Node):
-    SCHEMA = NodeSchema(node_id="Switch", category="test",
+    SCHEMA = NodeSchema(node_type="Switch", category="test",
                         inputs=[BooleanInput(name="choose_a", default=True),
                                 InputSpec(name="a", type=ANY, lazy=True), InputSpec(name="b", type=ANY, lazy=True)],
                         outputs=[OutputSpec(type=ANY)])
@@ -143,7 +143,7 @@ class Switch(Node):
 class RepeatAdd(Node):
     """Expands into `times` Add nodes: value + 1 + 1 + ..."""
 
-    SCHEMA = NodeSchema(node_id="RepeatAdd", category="test",
+    SCHEMA = NodeSchema(node_type="RepeatAdd", category="test",
                         inputs=[IntInput(name="value", min=-10**6, max=10**6),
                                 IntInput(name="times", default=1, min=1, max=100)],
                         outputs=[OutputSpec(type="INT")])
@@ -159,7 +159,7 @@ class RepeatAdd(Node):
 class Volatile(Node):
     """Never cached: its fingerprint is NaN (IS_CHANGED semantics)."""
 
-    SCHEMA = NodeSchema(node_id="Volatile", category="test", inputs=[IntInput(name="value")],
+    SCHEMA = NodeSchema(node_type="Volatile", category="test", inputs=[IntInput(name="value")],
                         outputs=[OutputSpec(type="INT")])
 
     def fingerprint(self, *, value):
@@ -174,7 +174,7 @@ class Stamp(Node):
     """Cached by a fingerprint a test controls through `StampNode.version`."""
 
     version = 0
-    SCHEMA = NodeSchema(node_id="Stamp", category="test", inputs=[IntInput(name="value")],
+    SCHEMA = NodeSchema(node_type="Stamp", category="test", inputs=[IntInput(name="value")],
                         outputs=[OutputSpec(type="INT")])
 
     def fingerprint(self, **constants):
@@ -186,7 +186,7 @@ class Stamp(Node):
 
 
 class WhoAmI(Node):
-    SCHEMA = NodeSchema(node_id="WhoAmI", category="test", output_node=True,
+    SCHEMA = NodeSchema(node_type="WhoAmI", category="test", output_node=True,
                         hidden=[HiddenInput(name="unique_id", kind="UNIQUE_ID"),
                                 HiddenInput(name="prompt", kind="PROMPT"),
                                 HiddenInput(name="extra_pnginfo", kind="EXTRA_PNGINFO")])
@@ -196,7 +196,7 @@ class WhoAmI(Node):
 
 
 class EvenOnly(Node):
-    SCHEMA = NodeSchema(node_id="EvenOnly", category="test", inputs=[IntInput(name="value")],
+    SCHEMA = NodeSchema(node_type="EvenOnly", category="test", inputs=[IntInput(name="value")],
                         outputs=[OutputSpec(type="INT")])
 
     def validate_inputs(self, *, limits, value):
@@ -217,7 +217,7 @@ def new_calls() -> Counter[str]:
 class SaveText(Node):
     """An output node that writes a file into the output folder (atomically) and names it in its ui."""
 
-    SCHEMA = NodeSchema(node_id="SaveText", category="test", output_node=True,
+    SCHEMA = NodeSchema(node_type="SaveText", category="test", output_node=True,
                         inputs=[InputSpec(name="value", type=ANY), StringInput(name="filename_prefix", default="text")])
 
     def execute(self, ctx, *, value, filename_prefix):

@@ -174,7 +174,7 @@ def test_a_failing_fingerprint_is_logged_and_never_cached(registry, calls, caplo
     from graph import IntInput, Node, NodeSchema, OutputSpec
 
     class Flaky(Node):
-        SCHEMA = NodeSchema(node_id="Flaky", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
+        SCHEMA = NodeSchema(node_type="Flaky", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
 
         def fingerprint(self, *, missing_argument):
             return 1
@@ -209,7 +209,7 @@ def test_hooks_that_ask_for_folders_receive_the_engines_folders(registry, tmp_pa
     seen = []
 
     class FileBacked(Node):
-        SCHEMA = NodeSchema(node_id="FileBacked", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
+        SCHEMA = NodeSchema(node_type="FileBacked", inputs=[IntInput(name="value")], outputs=[OutputSpec(type="INT")])
 
         def fingerprint(self, *, value, folders=None):
             seen.append(folders)

@@ -107,7 +107,7 @@ def test_wrong_number_of_return_values_is_a_node_error(registry, g):
     from graph import Node, NodeSchema, OutputSpec
 
     class TwoOut(Node):
-        SCHEMA = NodeSchema(node_id="TwoOut", outputs=[OutputSpec(type="INT"), OutputSpec(type="INT")])
+        SCHEMA = NodeSchema(node_type="TwoOut", outputs=[OutputSpec(type="INT"), OutputSpec(type="INT")])
 
         def execute(self, ctx):
             return (1,)

@@ -22,7 +22,7 @@ OURS = '''
 from graph import IntInput, Node, NodeSchema, OutputSpec
 
 class Triple(Node):
-    SCHEMA = NodeSchema(node_id="{prefix}Triple", category="test", inputs=[IntInput(name="x", default=1)],
+    SCHEMA = NodeSchema(node_type="{prefix}Triple", category="test", inputs=[IntInput(name="x", default=1)],
                         outputs=[OutputSpec(type="INT")])
 
     def execute(self, ctx, *, x):
@@ -87,7 +87,7 @@ def test_a_pack_needing_a_newer_api_is_reported(tmp_path):
                                                                                             "SUMIE_API = 99")})
     report = manager.reports["future"]
     assert report.status == "failed" and "API 99" in report.error and "FTriple" not in registry
-    assert report.likely_nodes == ["FTriple"]  # found by scanning the source for node_id="..."
+    assert report.likely_nodes == ["FTriple"]  # found by scanning the source for node_type="..."
 
 
 def test_single_file_comfy_pack(tmp_path, executor):

@@ -22,7 +22,7 @@ def make(schema: NodeSchema, execute=None, **attrs):
     def default_execute(self, ctx, **kw):
         return ()
 
-    return type(schema.node_id, (Node,), {"SCHEMA": schema, "execute": execute or default_execute, **attrs})
+    return type(schema.node_type, (Node,), {"SCHEMA": schema, "execute": execute or default_execute, **attrs})
 
 
 def test_object_info_has_the_comfy_shape(registry):
@@ -53,7 +53,7 @@ def test_combo_object_info_lists_choices_and_reads_callables_each_time():
 
 def test_registering_a_duplicate_id_is_refused(registry):
     with pytest.raises(SchemaError, match="already registered"):
-        registry.register(make(NodeSchema(node_id="Add")))
+        registry.register(make(NodeSchema(node_type="Add")))
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -64,17 +64,17 @@ def test_registering_a_duplicate_id_is_refused(registry):
 ])
 def test_inconsistent_inputs_are_refused_at_registration(spec, message):
     with pytest.raises(SchemaError, match=message):
-        NodeRegistry().register(make(NodeSchema(node_id="X", inputs=[spec])))
+        NodeRegistry().register(make(NodeSchema(node_type="X", inputs=[spec])))
 
 
 def test_duplicate_input_names_are_refused():
-    schema = NodeSchema(node_id="X", inputs=[IntInput(name="a"), StringInput(name="a")])
+    schema = NodeSchema(node_type="X", inputs=[IntInput(name="a"), StringInput(name="a")])
     with pytest.raises(SchemaError, match="declared twice"):
         NodeRegistry().register(make(schema))
 
 
 def test_execute_signature_must_match_the_declared_inputs():
-    schema = NodeSchema(node_id="X", inputs=[IntInput(name="a"), IntInput(name="b")])
+    schema = NodeSchema(node_type="X", inputs=[IntInput(name="a"), IntInput(name="b")])
 
     def takes_only_a(self, ctx, *, a):
         return ()
@@ -94,7 +94,7 @@ def test_execute_signature_must_match_the_declared_inputs():
 
 
 def test_optional_inputs_need_a_default_in_execute():
-    schema = NodeSchema(node_id="X", inputs=[IntInput(name="a", optional=True)])
+    schema = NodeSchema(node_type="X", inputs=[IntInput(name="a", optional=True)])
 
     def no_default(self, ctx, *, a):
         return ()
@@ -104,20 +104,20 @@ def test_optional_inputs_need_a_default_in_execute():
 
 
 def test_lazy_inputs_need_check_lazy_status():
-    schema = NodeSchema(node_id="X", inputs=[InputSpec(name="a", type="IMAGE", lazy=True)])
+    schema = NodeSchema(node_type="X", inputs=[InputSpec(name="a", type="IMAGE", lazy=True)])
     with pytest.raises(SchemaError, match="check_lazy_status"):
         NodeRegistry().register(make(schema))
 
 
 def test_unknown_hidden_kind_is_refused():
-    schema = NodeSchema(node_id="X", hidden=[HiddenInput(name="p", kind="SECRET")])
+    schema = NodeSchema(node_type="X", hidden=[HiddenInput(name="p", kind="SECRET")])
     with pytest.raises(SchemaError, match="unknown kind"):
         NodeRegistry().register(make(schema))
 
 
 def test_node_without_execute_is_refused():
     class NoExecute(Node):
-        SCHEMA = NodeSchema(node_id="NoExecute", outputs=[OutputSpec(type="INT")])
+        SCHEMA = NodeSchema(node_type="NoExecute", outputs=[OutputSpec(type="INT")])
 
     with pytest.raises(SchemaError, match="does not implement execute"):
         NodeRegistry().register(NoExecute)

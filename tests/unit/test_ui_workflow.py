@@ -61,7 +61,7 @@ def test_older_files_saved_the_seed_control_as_a_boolean(reg):
     from graph import BooleanInput, IntInput, Node, NodeSchema, OutputSpec
 
     class Seeded(Node):
-        SCHEMA = NodeSchema(node_id="Seeded", outputs=[OutputSpec(type="INT")],
+        SCHEMA = NodeSchema(node_type="Seeded", outputs=[OutputSpec(type="INT")],
                             inputs=[IntInput(name="seed", control_after_generate=True), IntInput(name="steps"),
                                     IntInput(name="noise_seed", control_after_generate=True),
                                     BooleanInput(name="flag")])

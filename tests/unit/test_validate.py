@@ -92,8 +92,8 @@ def test_combo_value_not_in_list_suggests_close_matches(registry):
     from graph import ComboInput, Node, NodeSchema, OutputSpec
 
     class Pick(Node):
-        SCHEMA = NodeSchema(node_id="Pick", inputs=[ComboInput(name="sampler_name", choices=["euler", "euler_ancestral",
-                                                                                               "dpmpp_2m"])],
+        SCHEMA = NodeSchema(node_type="Pick", inputs=[ComboInput(name="sampler_name",
+                                                                 choices=["euler", "euler_ancestral", "dpmpp_2m"])],
                             outputs=[OutputSpec(type="STRING")])
 
         def execute(self, ctx, *, sampler_name):
@@ -132,7 +132,7 @@ def test_constant_given_to_a_socket_input(registry):
     from graph import InputSpec, Node, NodeSchema
 
     class TakesModel(Node):
-        SCHEMA = NodeSchema(node_id="TakesModel", output_node=True, inputs=[InputSpec(name="model", type="MODEL")])
+        SCHEMA = NodeSchema(node_type="TakesModel", output_node=True, inputs=[InputSpec(name="model", type="MODEL")])
 
         def execute(self, ctx, *, model):
             return ()
@@ -232,7 +232,7 @@ def test_file_combos_list_what_is_in_the_configured_folder(tmp_path):
         return sorted(p.name for p in (folders.models / "checkpoints").glob("*.safetensors"))
 
     class Loader(Node):
-        SCHEMA = NodeSchema(node_id="Loader", output_node=True,
+        SCHEMA = NodeSchema(node_type="Loader", output_node=True,
                             inputs=[ComboInput(name="ckpt_name", choices=checkpoints)])
 
         def execute(self, ctx, *, ckpt_name):
