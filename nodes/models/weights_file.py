@@ -82,8 +82,9 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     except (EOFError, RuntimeError, OSError, ValueError, struct.error) as exc:
         raise ModelLoadError(path, f"cannot read checkpoint ({type(exc).__name__}: {exc}); "
                                    "expected a torch-saved state dict") from None
-    # Lightning checkpoints wrap the weights in "state_dict"; some trainers use "model" or "module".
-    for wrapper in ("state_dict", "model", "module"):
+    # Lightning checkpoints wrap the weights in "state_dict"; some trainers use "model" or "module";
+    # BasicSR (Real-ESRGAN and most upscale models) uses "params_ema" (averaged) or "params".
+    for wrapper in ("state_dict", "model", "module", "params_ema", "params"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
