@@ -201,3 +201,24 @@ def test_the_loader_lists_the_upscale_models_folder(engine):
     write(engine.folders.models / "upscale_models" / "sub" / "4x.pth", esrgan_old_state())
     choices = upscale_nodes.UpscaleModelLoader.SCHEMA.to_object_info(engine.folders)["input"]["required"]
     assert choices["model_name"][0] == ["sub/4x.pth"]
+
+
+def test_spandrel_imports_without_leaving_a_fake_torchvision_behind():
+    import importlib.util
+    import sys
+
+    from nodes.models.upscale import import_spandrel
+
+    spandrel = import_spandrel()
+    assert hasattr(spandrel, "ModelLoader")
+    module = sys.modules.get("torchvision")
+    if module is None:  # not installed: libraries probing for it must still find nothing
+        assert importlib.util.find_spec("torchvision") is None
+    else:
+        assert getattr(module, "__file__", None)  # a real torchvision, not a placeholder
+    from spandrel.architectures.LaMa import __arch as lama_arch  # its torchvision use fails clearly, if at all
+
+    rotate = vars(lama_arch.LaMa)["rotate"]
+    if module is None:
+        with pytest.raises(RuntimeError, match="needs torchvision"):
+            rotate(torch.zeros(1), 0)
