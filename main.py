@@ -38,11 +38,22 @@ log = logging.getLogger("sumie")
 # Built-in node modules, each exposing a NODES list. Modules that need torch are skipped (with the
 # reason logged) when torch is not installed, so the engine still runs torch-free workflows.
 BUILTIN_NODE_MODULES = (
-    "nodes.primitives", "nodes.utility",
-    "nodes.sd.loaders", "nodes.sd.lora_nodes", "nodes.sd.text_encode", "nodes.sd.conditioning",
-    "nodes.sd.sampler_nodes", "nodes.sd.custom_sampling",
-    "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image", "nodes.sd.image_ops", "nodes.sd.image_layout",
+    "nodes.primitives",
+    "nodes.utility",
+    "nodes.sd.loaders",
+    "nodes.sd.lora_nodes",
+    "nodes.sd.text_encode",
+    "nodes.sd.conditioning",
+    "nodes.sd.sampler_nodes",
+    "nodes.sd.custom_sampling",
+    "nodes.sd.latent",
+    "nodes.sd.vae",
+    "nodes.sd.image",
+    "nodes.sd.image_ops",
+    "nodes.sd.image_layout",
     "nodes.sd.mask_nodes",
+    "nodes.sd.inpaint_nodes",
+    "nodes.sd.upscale_nodes",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130

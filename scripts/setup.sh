@@ -13,12 +13,16 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q "${SUMIE_TORCH:-torch==2.13.0}"
-  # The dependencies of pyproject.toml, plus the test tools.
-  .venv/bin/python - <<'PYEOF' > .venv/requirements.txt
+  # The dependencies of pyproject.toml, plus the test tools; then the packages whose declared
+  # dependencies must not be installed ([tool.sumie] no-deps: they would pull in torchvision).
+  .venv/bin/python - <<'PYEOF'
 import tomllib
-p = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))
+doc = tomllib.load(open("pyproject.toml", "rb"))
+p = doc["project"]
+open(".venv/requirements.txt", "w").write("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]) + "\n")
+open(".venv/requirements-nodeps.txt", "w").write("\n".join(doc["tool"]["sumie"]["no-deps"]) + "\n")
 PYEOF
   .venv/bin/python -m pip install -q -r .venv/requirements.txt
+  .venv/bin/python -m pip install -q --no-deps -r .venv/requirements-nodeps.txt
   echo "$want" > "$stamp"
 fi

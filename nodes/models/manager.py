@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -227,6 +227,13 @@ class ModelManager:
 
         return self._cached(f"clip:{kind}", resolved, (), load)
 
+    def load_file(self, op: str, path: str | Path,
+                  load: Callable[[Path], tuple[Any, Sequence[torch.nn.Module]]]) -> Any:
+        """Any other file-backed model (upscale models, ...): `load(path)` returns (value, its modules);
+        cached by the file's identity like the built-in loads, with the modules placed by `use`."""
+        path = _resolved(path)
+        return self._cached(op, [path], (), lambda: load(path))
+
     def tokenizer(self, pad: PadStyle) -> Any:
         """The CLIP tokenizer for a padding style, built once from the shipped vocabulary."""
         with self._lock:
@@ -304,6 +311,17 @@ class ModelManager:
                         "loading it anyway", needed / 2**20, budget / 2**20, used / 2**20)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def offload(self, *modules: torch.nn.Module) -> None:
+        """Move these modules back to the offload device now, unless in use (models used once per call)."""
+        with self._lock:
+            for module in modules:
+                if self._in_use.get(id(module)):
+                    continue
+                if self._resident.pop(id(module), None) is not None:
+                    self._move(module, self.offload_device)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def resident_bytes(self) -> int:
         """Bytes of weights now on the compute device."""

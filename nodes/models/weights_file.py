@@ -79,11 +79,12 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
                                        "checkpoints (tensors in plain containers) are loaded") from None
         detail = next((line for line in lines if line.startswith("Unsupported")), type(exc).__name__)
         raise ModelLoadError(path, f"cannot read checkpoint ({detail}); expected a torch-saved state dict") from None
-    except (EOFError, RuntimeError, OSError, ValueError, struct.error) as exc:
+    except (EOFError, RuntimeError, OSError, ValueError, IndexError, KeyError, struct.error) as exc:  # garbage bytes
         raise ModelLoadError(path, f"cannot read checkpoint ({type(exc).__name__}: {exc}); "
                                    "expected a torch-saved state dict") from None
-    # Lightning checkpoints wrap the weights in "state_dict"; some trainers use "model" or "module".
-    for wrapper in ("state_dict", "model", "module"):
+    # Lightning checkpoints wrap the weights in "state_dict"; some trainers use "model" or "module";
+    # BasicSR (Real-ESRGAN and most upscale models) uses "params_ema" (averaged) or "params".
+    for wrapper in ("state_dict", "model", "module", "params_ema", "params"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break

@@ -24,6 +24,7 @@ from nodes.models.patching import patched
 from nodes.sd.handles import ModelHandle
 
 from .guidance import Guider
+from .inpaint import inpaint_concat, mask_function
 from .noise import BrownianNoise, GaussianNoise, initial_noise
 from .samplers import BROWNIAN, Stepper, get_sampler
 from .schedules import schedule
@@ -152,14 +153,20 @@ def run_sampling(*, noise: NoiseSpec, guider: GuiderSpec, sampler: SamplerChoice
 
 
 class _MaskedDenoiser:
-    """Holds the latent outside the noise mask at the input image (noised to the current level)."""
+    """Holds the latent outside the noise mask at the input image (noised to the current level).
 
-    def __init__(self, guider: Guider, mask: torch.Tensor, latent_in: torch.Tensor, noise: torch.Tensor) -> None:
-        self.guider, self.mask, self.latent_in, self.noise = guider, mask, latent_in, noise
+    `mask_at(sigma, mask)` gives the mask of each step (the model's denoise mask function, if any).
+    """
+
+    def __init__(self, guider: Guider, mask: torch.Tensor, latent_in: torch.Tensor, noise: torch.Tensor,
+                 mask_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.guider, self.mask, self.latent_in, self.noise, self.mask_at = guider, mask, latent_in, noise, mask_at
         self.last_uncond: torch.Tensor | None = None
+        self.last_mask = mask
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        mask, keep = self.mask, self.latent_in * (1 - self.mask)
+        mask = self.last_mask = self.mask_at(sigma, self.mask)
+        keep = self.latent_in * (1 - mask)
         x = x * mask + (self.latent_in + self.noise * sigma) * (1 - mask)
         out = self.guider(x, sigma) * mask + keep
         uncond = self.guider.last_uncond
@@ -189,12 +196,11 @@ def _run(spec: GuiderSpec, noise_spec: NoiseSpec, sampler: SamplerChoice, latent
 
     concat = None
     if model.in_channels > latent_in.shape[1]:  # an inpainting model: mask + masked-image latent channels
-        inpaint_mask = mask if mask is not None else torch.ones_like(latent_in[:, :1])
-        concat = torch.cat([inpaint_mask, latent_in], dim=1)
+        concat = inpaint_concat(model, spec.positive, latent_in, mask)
     guider = spec.build(x=latent_in, device=device, dtype=dtype, concat=concat)
     denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = guider
     if mask is not None:
-        denoise = _MaskedDenoiser(guider, mask, latent_in, noise)
+        denoise = _MaskedDenoiser(guider, mask, latent_in, noise, mask_function(model, sigmas))
 
     steps = len(sigmas) - 1
     if sampler.brownian:
@@ -212,8 +218,8 @@ def _run(spec: GuiderSpec, noise_spec: NoiseSpec, sampler: SamplerChoice, latent
 
     stepper = Stepper(callback=on_step, noise=source, steps=steps)
     x = sampler.function()(denoise, x, sigmas, stepper, **sampler.options)
-    if mask is not None:
-        x = x * mask + latent_in * (1 - mask)
+    if isinstance(denoise, _MaskedDenoiser):
+        x = x * denoise.last_mask + latent_in * (1 - denoise.last_mask)
     out = dict(latent)
     out["samples"] = fmt.process_out(x).float().cpu()
     denoised_out = dict(latent)

@@ -16,6 +16,7 @@ import torch
 from graph import BooleanInput, ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
 from graph.limits import INT_MAX
 from nodes.sampling.ksampler import GuiderSpec, NoiseSpec, SamplerChoice, run_sampling
+from nodes.sampling.published_schedules import AYS_MODEL_TYPES, align_your_steps, gits, polyexponential, vp
 from nodes.sampling.schedules import exponential, karras, schedule
 
 from .sampler_nodes import SAMPLER_NAMES, SCHEDULER_NAMES, progress_reporter
@@ -109,6 +110,51 @@ class SDTurboScheduler(Node):
         timesteps = torch.arange(999, 0, -100, dtype=torch.float32)[start:start + steps]
         sigmas = model.sampling.sigma(timesteps) if len(timesteps) else torch.zeros(0)
         return (torch.cat([sigmas.float(), torch.zeros(1)]),)
+
+
+class AlignYourStepsScheduler(Node):
+    SCHEMA = _schema("AlignYourStepsScheduler", "AlignYourStepsScheduler", f"{CATEGORY}/schedulers",
+                     [ComboInput(name="model_type", choices=list(AYS_MODEL_TYPES)), _steps(default=10), _denoise()],
+                     [_out("SIGMAS")], "NVIDIA's optimised noise levels for SD1, SDXL or SVD, resampled to the steps.")
+
+    def execute(self, ctx, *, model_type: str, steps: int, denoise: float) -> tuple[torch.Tensor]:
+        return (align_your_steps(model_type, steps, denoise),)
+
+
+class GITSScheduler(Node):
+    SCHEMA = _schema("GITSScheduler", "GITSScheduler", f"{CATEGORY}/schedulers",
+                     [FloatInput(name="coeff", default=1.20, min=0.80, max=1.50, step=0.05),
+                      IntInput(name="steps", default=10, min=2, max=1000), _denoise()],
+                     [_out("SIGMAS")], "The published GITS noise levels for SD 1.x-style models.")
+
+    def execute(self, ctx, *, coeff: float, steps: int, denoise: float) -> tuple[torch.Tensor]:
+        try:
+            return (gits(coeff, steps, denoise),)
+        except ValueError as exc:
+            raise ValueError(f"GITSScheduler: input 'coeff': {exc}") from None
+
+
+class PolyexponentialScheduler(Node):
+    SCHEMA = _schema("PolyexponentialScheduler", "PolyexponentialScheduler", f"{CATEGORY}/schedulers",
+                     [_steps(), _sigma("sigma_max", SD_SIGMA_MAX), _sigma("sigma_min", SD_SIGMA_MIN),
+                      FloatInput(name="rho", default=1.0, min=0.0, max=100.0, step=0.01, round=False)],
+                     [_out("SIGMAS")])
+
+    def execute(self, ctx, *, steps: int, sigma_max: float, sigma_min: float, rho: float) -> tuple[torch.Tensor]:
+        try:
+            return (polyexponential(steps, sigma_min, sigma_max, rho),)
+        except ValueError as exc:
+            raise ValueError(f"PolyexponentialScheduler: {exc}") from None
+
+
+class VPScheduler(Node):
+    SCHEMA = _schema("VPScheduler", "VPScheduler", f"{CATEGORY}/schedulers",
+                     [_steps(), _sigma("beta_d", 19.9), _sigma("beta_min", 0.1),
+                      FloatInput(name="eps_s", default=0.001, min=0.0, max=1.0, step=0.0001, round=False)],
+                     [_out("SIGMAS")])
+
+    def execute(self, ctx, *, steps: int, beta_d: float, beta_min: float, eps_s: float) -> tuple[torch.Tensor]:
+        return (vp(steps, beta_d, beta_min, eps_s),)
 
 
 class SplitSigmas(Node):
@@ -215,5 +261,6 @@ class SamplerCustomAdvanced(Node):
                     latent_image=latent_image)
 
 
-NODES = [KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler, SplitSigmas,
+NODES = [KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler,
+         AlignYourStepsScheduler, GITSScheduler, PolyexponentialScheduler, VPScheduler, SplitSigmas,
          RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced]
