@@ -38,10 +38,11 @@ log = logging.getLogger("sumie")
 # Built-in node modules, each exposing a NODES list. Modules that need torch are skipped (with the
 # reason logged) when torch is not installed, so the engine still runs torch-free workflows.
 BUILTIN_NODE_MODULES = (
-    "nodes.primitives", "nodes.utility",
+    "nodes.primitives", "nodes.utility", "nodes.strings",
     "nodes.sd.loaders", "nodes.sd.lora_nodes", "nodes.sd.text_encode", "nodes.sd.conditioning",
     "nodes.sd.sampler_nodes", "nodes.sd.custom_sampling",
     "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image",
+    "nodes.sd.latent_ops", "nodes.sd.latent_files", "nodes.sd.animated",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -331,11 +332,11 @@ class _Reporter:
 
 
 def output_paths(outputs: dict[str, dict[str, Any]], folders: Folders) -> list[Path]:
-    """Files named in output nodes' `ui` (images, gifs, audio, files) resolved under their folder."""
+    """Files named in output nodes' `ui` (images, gifs, audio, latents, files) resolved under their folder."""
     roots = {"output": folders.output, "temp": folders.temp, "input": folders.input}
     paths: list[Path] = []
     for ui in outputs.values():
-        for key in ("images", "gifs", "audio", "video", "files"):
+        for key in ("images", "gifs", "audio", "video", "latents", "files"):
             for item in ui.get(key, ()):
                 if isinstance(item, dict) and "filename" in item:
                     root = roots.get(item.get("type", "output"), folders.output)

@@ -308,7 +308,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.clip(255.0 * arr, 0, 255).astype(np.uint8)
 
 
-def _to_pil(image: torch.Tensor, node: str) -> Image.Image:
+def to_pil(image: torch.Tensor, node: str) -> Image.Image:
+    """One IMAGE item [H, W, C] as a Pillow image (L, RGB or RGBA), truncated to 8 bits as ComfyUI saves."""
     if image.dim() != 3 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{node}: images must be [batch, height, width, 3], got an item of shape "
                          f"{list(image.shape)}")
@@ -336,7 +337,7 @@ def save_images(root: Path, images: torch.Tensor, filename_prefix: str, *, kind:
     results: list[dict[str, str]] = []
     counter: int | None = None
     for batch_number, image in enumerate(images):
-        pil = _to_pil(image, node)
+        pil = to_pil(image, node)
         ref, counter = write_numbered(root, prefix.replace("%batch_num%", str(batch_number)), "png",
                                       lambda f, pil=pil: _write_png(f, pil, info, compress_level),
                                       kind=kind, node=node, counter=counter)
