@@ -230,22 +230,28 @@ class _OutputTooLong(Exception):
 
 
 def bounded_sub(pattern: Any, replace: str, string: str, count: int, limit: int) -> str:
-    """`pattern.sub(replace, string, count)` that stops as soon as the result would exceed `limit` characters.
+    """`pattern.sub(replace, string, count)` whose result never grows beyond `limit` characters.
 
-    The replacement template (\\1, \\g<name>) is expanded per match; a malformed template, or one naming
-    a group the pattern lacks, raises regex.error.
+    When even the worst case fits (a replacement at every position, each group reference taking the
+    whole string) the substitution runs at full speed; otherwise each match is expanded in turn and
+    the work stops as soon as the result would be too long. A malformed template (\\q, \\g<nope>)
+    raises regex.error before anything runs; one naming a group number the pattern lacks, at the
+    first match.
     """
+    pattern.sub(replace, "\0", timeout=REGEX_TIMEOUT_S)  # parses the template (an empty string would skip it)
+    n = len(string)
+    if n + (n + 1) * len(replace) + replace.count("\\") * n <= limit:
+        return pattern.sub(replace, string, count=count, timeout=REGEX_TIMEOUT_S, concurrent=True)
     grown = 0
 
     def expand(m: Any) -> str:
         nonlocal grown
         text = m.expand(replace)
         grown += len(text) - (m.end() - m.start())
-        if len(string) + grown > limit:
+        if n + grown > limit:
             raise _OutputTooLong
         return text
 
-    pattern.sub(replace, "\0", timeout=REGEX_TIMEOUT_S)  # parses the template (an empty string would skip it)
     return pattern.sub(expand, string, count=count, timeout=REGEX_TIMEOUT_S, concurrent=True)
 
 

@@ -147,6 +147,10 @@ def test_regex_replace_groups_count_and_flags():
 
 def test_regex_replace_output_is_bounded():
     node = S.RegexReplace()
+    # Near the limit each match is expanded in turn (the fast path could not rule out a huge result):
+    # the same result as without a limit, and an error as soon as the result would not fit.
+    near = node.execute(ctx(20), string="x1 x2 x3", regex_pattern=r"x(\d)", replace=r"y\1\g<0>", count=2)[0]
+    assert near == replace("x1 x2 x3", r"x(\d)", r"y\1\g<0>", count=2) == "y1x1 y2x2 x3"
     with pytest.raises(ValueError, match=r"RegexReplace, input 'replace'.*longer than the limit of 100"):
         node.execute(ctx(100), string="a" * 50, regex_pattern="a", replace="bbbb")
 
