@@ -54,6 +54,10 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.mask_nodes",
     "nodes.sd.inpaint_nodes",
     "nodes.sd.upscale_nodes",
+    "nodes.strings",
+    "nodes.sd.latent_ops",
+    "nodes.sd.latent_files",
+    "nodes.sd.animated",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -343,11 +347,11 @@ class _Reporter:
 
 
 def output_paths(outputs: dict[str, dict[str, Any]], folders: Folders) -> list[Path]:
-    """Files named in output nodes' `ui` (images, gifs, audio, files) resolved under their folder."""
+    """Files named in output nodes' `ui` (images, gifs, audio, latents, files) resolved under their folder."""
     roots = {"output": folders.output, "temp": folders.temp, "input": folders.input}
     paths: list[Path] = []
     for ui in outputs.values():
-        for key in ("images", "gifs", "audio", "video", "files"):
+        for key in ("images", "gifs", "audio", "video", "latents", "files"):
             for item in ui.get(key, ()):
                 if isinstance(item, dict) and "filename" in item:
                     root = roots.get(item.get("type", "output"), folders.output)

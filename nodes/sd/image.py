@@ -10,12 +10,10 @@ PNG conversion truncates (uint8(clip(255 x, 0, 255))) as ComfyUI does, so saved 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 import random
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,8 +38,9 @@ from graph import (
 from graph.errors import InputError
 from graph.limits import Limits
 from graph.node import Folders
-from graph.paths import UnsafePathError, atomic_write, check_name, safe_join, split_prefix, unique_output_path
+from graph.paths import UnsafePathError, check_name, safe_join, split_prefix
 from nodes.sd.latent import CROP_METHODS, MAX_RESOLUTION, check_pixels, resize_nchw
+from nodes.sd.output_files import checked_prefix, write_numbered
 from nodes.sd.png_meta import build_png_info
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".mpo",
@@ -309,7 +308,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.clip(255.0 * arr, 0, 255).astype(np.uint8)
 
 
-def _to_pil(image: torch.Tensor, node: str) -> Image.Image:
+def to_pil(image: torch.Tensor, node: str) -> Image.Image:
+    """One IMAGE item [H, W, C] as a Pillow image (L, RGB or RGBA), truncated to 8 bits as ComfyUI saves."""
     if image.dim() != 3 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{node}: images must be [batch, height, width, 3], got an item of shape "
                          f"{list(image.shape)}")
@@ -323,19 +323,6 @@ def _write_png(f: BinaryIO, image: Image.Image, info: PngInfo, compress_level: i
     image.save(f, format="PNG", pnginfo=info, compress_level=compress_level)
 
 
-def expand_prefix(prefix: str, width: int, height: int) -> str:
-    """ComfyUI's server-side prefix variables: %width%, %height%, %year% ... %second%."""
-    if "%" not in prefix:
-        return prefix
-    now = time.localtime()
-    values = {"width": str(width), "height": str(height), "year": str(now.tm_year),
-              "month": f"{now.tm_mon:02}", "day": f"{now.tm_mday:02}", "hour": f"{now.tm_hour:02}",
-              "minute": f"{now.tm_min:02}", "second": f"{now.tm_sec:02}"}
-    for key, value in values.items():
-        prefix = prefix.replace(f"%{key}%", value)
-    return prefix
-
-
 def save_images(root: Path, images: torch.Tensor, filename_prefix: str, *, kind: str, compress_level: int,
                 prompt: Any = None, extra_pnginfo: Any = None, node: str = "SaveImage",
                 logger: logging.Logger | None = None) -> list[dict[str, str]]:
@@ -344,39 +331,17 @@ def save_images(root: Path, images: torch.Tensor, filename_prefix: str, *, kind:
         images = images.unsqueeze(0)
     if images.dim() != 4:
         raise ValueError(f"{node}: images must be [batch, height, width, 3], got shape {list(images.shape)}")
-    try:
-        prefix = expand_prefix(filename_prefix, images.shape[2], images.shape[1])
-        split_prefix(prefix)
-    except UnsafePathError as exc:
-        raise UnsafePathError(f"{node}, input 'filename_prefix': {exc}") from None
+    prefix = checked_prefix(filename_prefix, images.shape[2], images.shape[1], node=node)
     extra = extra_pnginfo if isinstance(extra_pnginfo, dict) else None
     info = build_png_info(prompt, extra, logger=logger)
     results: list[dict[str, str]] = []
     counter: int | None = None
     for batch_number, image in enumerate(images):
-        pil = _to_pil(image, node)
-        this_prefix = prefix.replace("%batch_num%", str(batch_number))
-        for _attempt in range(1000):
-            try:
-                target = unique_output_path(root, this_prefix, "png", counter=counter)
-            except OSError as exc:  # e.g. a file where a subfolder of the prefix should be
-                raise OSError(exc.errno, f"{node}: cannot use prefix {this_prefix!r} in the {kind} folder: "
-                                         f"{exc.strerror or exc}") from exc
-            try:
-                atomic_write(target.path, lambda f, pil=pil: _write_png(f, pil, info, compress_level),
-                             overwrite=False)
-            except FileExistsError:
-                counter = None  # another writer took this number: rescan the folder
-                continue
-            except OSError as exc:
-                where = f"{target.subfolder}/{target.filename}" if target.subfolder else target.filename
-                raise OSError(exc.errno, f"{node}: could not write {where} in the {kind} folder: "
-                                         f"{exc.strerror or exc}") from exc
-            break
-        else:
-            raise FileExistsError(errno.EEXIST, f"{node}: no free file name for prefix {this_prefix!r}")
-        counter = target.counter + 1
-        results.append({"filename": target.filename, "subfolder": target.subfolder, "type": kind})
+        pil = to_pil(image, node)
+        ref, counter = write_numbered(root, prefix.replace("%batch_num%", str(batch_number)), "png",
+                                      lambda f, pil=pil: _write_png(f, pil, info, compress_level),
+                                      kind=kind, node=node, counter=counter)
+        results.append(ref)
     return results
 
 

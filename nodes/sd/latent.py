@@ -350,16 +350,17 @@ class SetLatentNoiseMask(Node):
         return (out,)
 
 
-def _match_spatial(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _match_spatial(x: torch.Tensor, like: torch.Tensor, method: str = "bilinear") -> torch.Tensor:
     if x.shape[-2:] == like.shape[-2:]:
         return x
-    return resize_nchw(x, like.shape[-1], like.shape[-2], "bilinear", "center")
+    return resize_nchw(x, like.shape[-1], like.shape[-2], method, "center")
 
 
 class LatentBlend(Node):
     SCHEMA = NodeSchema(
         node_type="LatentBlend", display_name="Latent Blend", category="_for_testing",
-        description="samples1 x blend_factor + samples2 x (1 - blend_factor); samples2 is resized to match.",
+        description="samples1 x blend_factor + samples2 x (1 - blend_factor); samples2 is resized (bicubic, "
+                    "center crop) to match.",
         inputs=[_latent_in("samples1"), _latent_in("samples2"),
                 FloatInput(name="blend_factor", default=0.5, min=0.0, max=1.0, step=0.01)],
         outputs=_latent_out(),
@@ -367,7 +368,7 @@ class LatentBlend(Node):
 
     def execute(self, ctx, *, samples1: Latent, samples2: Latent, blend_factor: float) -> tuple[Latent]:
         a = samples1["samples"]
-        b = _match_spatial(samples2["samples"], a).to(a.dtype)
+        b = _match_spatial(samples2["samples"], a, "bicubic").to(a.dtype)
         if b.shape[0] not in (1, a.shape[0]):
             b = repeat_to_batch(b, a.shape[0])
         out = dict(samples1)

@@ -62,6 +62,7 @@ def paste_masked(destination: torch.Tensor, source: torch.Tensor, x: int, y: int
     if mask is None:
         weight = torch.ones(out.shape[0], 1, sh, sw, dtype=out.dtype, device=out.device)
     else:
+        mask = mask.reshape(-1, *mask.shape[-2:])  # a bare [H, W] mask is one mask
         weight = resize_mask(mask.to(device=out.device, dtype=out.dtype), sh, sw)[:, None]
         weight = repeat_to_batch(weight, out.shape[0])
     y0, y1, x0, x1 = max(top, 0), min(top + sh, dh), max(left, 0), min(left + sw, dw)

@@ -5,7 +5,8 @@ API-format JSON, and every key of `extra_pnginfo` (usually just `workflow`, the 
 its own chunk. Reading parses the PNG chunk list directly, without decoding any pixels, so a
 metadata lookup on an untrusted upload cannot be turned into a decompression bomb. WebP files
 written by ComfyUI's animated-WebP node keep the same JSON in EXIF tags as "workflow:{...}" and
-"prompt:{...}"; those are read too.
+"prompt:{...}"; those are read too, and so are the private `comf` chunks (tEXt layout) in which
+ComfyUI's animated PNGs keep them.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _parse_text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
     if not sep:
         return None
     key = key_raw.decode("latin-1")
-    if kind == b"tEXt":
+    if kind in (b"tEXt", b"comf"):
         return key, rest.decode("latin-1")
     if kind == b"zTXt":
         if not rest or rest[0] != 0:
@@ -88,7 +89,10 @@ def _parse_text_chunk(kind: bytes, body: bytes) -> tuple[str, str] | None:
 
 
 def read_png_text(source: str | Path | bytes) -> dict[str, str]:
-    """Every tEXt/zTXt/iTXt chunk of a PNG as {keyword: text} (first occurrence wins), pixels untouched."""
+    """Every tEXt/zTXt/iTXt (and ComfyUI `comf`) chunk of a PNG as {keyword: text}, first one winning.
+
+    The pixels are never decoded.
+    """
     data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG file")
@@ -100,7 +104,7 @@ def read_png_text(source: str | Path | bytes) -> dict[str, str]:
         pos += 12 + length
         if len(body) < length:
             break  # truncated file: keep what was read
-        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+        if kind in (b"tEXt", b"zTXt", b"iTXt", b"comf"):
             parsed = _parse_text_chunk(kind, bytes(body))
             if parsed is not None and parsed[0] not in out:
                 out[parsed[0]] = parsed[1]

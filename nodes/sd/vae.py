@@ -201,12 +201,12 @@ def _vae_in() -> InputSpec:
     return InputSpec(name="vae", type="VAE")
 
 
-def _temporal_inputs() -> list[IntInput]:
-    """Accepted for workflows saved by newer editors; image VAEs have no time axis, so they are unused."""
-    return [IntInput(name="temporal_size", default=64, min=8, max=4096, step=4, optional=True,
-                     tooltip="Only used for video VAEs: amount of frames to decode at a time."),
-            IntInput(name="temporal_overlap", default=8, min=4, max=4096, step=4, optional=True,
-                     tooltip="Only used for video VAEs: amount of frames to overlap.")]
+def _temporal_inputs(verb: str) -> list[IntInput]:
+    """ComfyUI's video-VAE inputs, required as there; image VAEs have no time axis, so they are unused."""
+    return [IntInput(name="temporal_size", default=64, min=8, max=4096, step=4,
+                     tooltip=f"Only used for video VAEs: Amount of frames to {verb} at a time."),
+            IntInput(name="temporal_overlap", default=8, min=4, max=4096, step=4,
+                     tooltip="Only used for video VAEs: Amount of frames to overlap.")]
 
 
 class VAEDecode(Node):
@@ -244,7 +244,7 @@ class VAEDecodeTiled(Node):
         inputs=[InputSpec(name="samples", type="LATENT"), _vae_in(),
                 IntInput(name="tile_size", default=512, min=64, max=4096, step=32),
                 IntInput(name="overlap", default=64, min=0, max=4096, step=32),
-                *_temporal_inputs()],
+                *_temporal_inputs("decode")],
         outputs=[OutputSpec(type="IMAGE")],
     )
 
@@ -262,7 +262,7 @@ class VAEEncodeTiled(Node):
         inputs=[InputSpec(name="pixels", type="IMAGE"), _vae_in(),
                 IntInput(name="tile_size", default=512, min=64, max=4096, step=64),
                 IntInput(name="overlap", default=64, min=0, max=4096, step=32),
-                *_temporal_inputs()],
+                *_temporal_inputs("encode")],
         outputs=[OutputSpec(type="LATENT")],
     )
 

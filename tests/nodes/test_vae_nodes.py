@@ -213,6 +213,7 @@ def test_txt2img_tail_and_img2img_head_through_the_engine(tmp_path: Path, tiny_f
     empty = g.node("EmptyLatentImage", width=64, height=64, batch_size=2)
     decoded = g.node("VAEDecode", samples=empty, vae=vae)
     encoded = g.node("VAEEncode", pixels=decoded, vae=vae)
-    tiled = g.node("VAEDecodeTiled", samples=encoded, vae=vae, tile_size=64, overlap=0)
+    tiled = g.node("VAEDecodeTiled", samples=encoded, vae=vae, tile_size=64, overlap=0,
+                   temporal_size=64, temporal_overlap=8)
     img, lat, img2 = engine.values(g, decoded, encoded, tiled)
     assert img.shape == (2, 16, 16, 3) and lat["samples"].shape == (2, 4, 8, 8) and img2.shape == (2, 16, 16, 3)

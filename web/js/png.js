@@ -1,6 +1,7 @@
 /**
  * Reading the text chunks of a PNG in the browser (tEXt, zTXt, iTXt), where SaveImage stores the
- * `workflow` (editor JSON) and `prompt` (API JSON).
+ * `workflow` (editor JSON) and `prompt` (API JSON), and the `comf` chunks (laid out like tEXt) where
+ * animated PNGs keep them.
  */
 
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
@@ -29,7 +30,7 @@ export async function readPngText(buffer) {
     pos += 12 + length;
     if (type === "IEND") break;
     try {
-      if (type === "tEXt") {
+      if (type === "tEXt" || type === "comf") {
         const zero = data.indexOf(0);
         if (zero > 0) out[latin1.decode(data.subarray(0, zero))] = latin1.decode(data.subarray(zero + 1));
       } else if (type === "zTXt") {
