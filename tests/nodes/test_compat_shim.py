@@ -23,7 +23,7 @@ from graph import (
 )
 from graph.errors import Interrupted
 from graph.paths import UnsafePathError
-from graph.plugins import PluginManager
+from plugins.manager import PluginManager
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,7 +186,7 @@ def test_example_packs_tint_node_called_directly(shim):
     import sys
 
     executor, _ = shim
-    module = sys.modules[executor.registry.plugins.reports["example_pack"].module]
+    module = sys.modules[executor.registry["ExampleTintImage"].cls.__module__]
     node = module.ExampleTintImage()
     ctx = NodeContext(node_id="t", class_type="ExampleTintImage", run_id="t", interrupt=InterruptToken())
     image = torch.zeros(2, 4, 4, 3)
