@@ -16,11 +16,10 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import nodes.primitives
-from graph import Folders, Limits
+from graph import Folders, Limits, image_meta
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
 from nodes.sd import latent as L
-from nodes.sd import png_meta
 
 from .test_latent_nodes import Engine
 
@@ -53,9 +52,9 @@ def test_save_image_writes_png_with_unicode_metadata(engine: Engine):
     assert outcome.status == "success", outcome.failure
     assert outcome.outputs["9"] == {"images": [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]}
     path = engine.folders.output / "ComfyUI_00001_.png"
-    meta = png_meta.read_workflow_metadata(path)
+    meta = image_meta.read_workflow_metadata(path)
     assert meta["prompt"] == prompt and meta["workflow"] == workflow
-    texts = png_meta.read_png_text(path)
+    texts = image_meta.read_png_text(path)
     assert json.loads(texts["other"]) == {"k": "v"} and PROMPT_TEXT in texts["prompt"]
     raw = path.read_bytes()
     assert b"iTXt" in raw and PROMPT_TEXT.encode("utf-8") in raw
@@ -206,7 +205,7 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return png_meta.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
+    return image_meta.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
         b"IEND", b"")
 
 
@@ -328,12 +327,12 @@ def test_png_meta_reads_text_ztxt_and_itxt_chunks_without_decoding():
     buf = io.BytesIO()
     Image.new("RGB", (2, 2)).save(buf, format="PNG", pnginfo=info)
     data = buf.getvalue()
-    assert png_meta.read_png_text(data)["plain"] == "latin é"
-    assert png_meta.read_workflow_metadata(data) == {"prompt": {"1": {"class_type": "X", "inputs": {}}},
+    assert image_meta.read_png_text(data)["plain"] == "latin é"
+    assert image_meta.read_workflow_metadata(data) == {"prompt": {"1": {"class_type": "X", "inputs": {}}},
                                                      "workflow": {"t": "日本"}}
-    assert png_meta.read_workflow_metadata(_png_header_only(30000, 30000)) == {}
+    assert image_meta.read_workflow_metadata(_png_header_only(30000, 30000)) == {}
     with pytest.raises(ValueError, match="not a PNG"):
-        png_meta.read_png_text(b"GIF89a")
+        image_meta.read_png_text(b"GIF89a")
 
 
 def test_png_meta_reads_comfyui_webp_exif(tmp_path: Path):
@@ -341,7 +340,7 @@ def test_png_meta_reads_comfyui_webp_exif(tmp_path: Path):
     exif[0x010F] = "workflow:" + json.dumps({"nodes": []})
     exif[0x0110] = "prompt:" + json.dumps({"3": {"class_type": "KSampler"}})
     Image.new("RGB", (4, 4)).save(tmp_path / "a.webp", exif=exif)
-    meta = png_meta.read_workflow_metadata(tmp_path / "a.webp")
+    meta = image_meta.read_workflow_metadata(tmp_path / "a.webp")
     assert meta == {"workflow": {"nodes": []}, "prompt": {"3": {"class_type": "KSampler"}}}
 
 
