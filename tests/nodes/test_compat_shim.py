@@ -99,11 +99,13 @@ def shim(tmp_path):
     plugins.mkdir()
     (plugins / "shimpack.py").write_text(textwrap.dedent(PACK))
     import nodes.sd.image as image_nodes
+    import nodes.sd.image_transform as image_transform_nodes
     from tests.support import testpack
 
     registry = NodeRegistry(folders=folders)
     registry.register_module(testpack)
     registry.register_module(image_nodes)
+    registry.register_module(image_transform_nodes)
     manager = PluginManager(registry, [plugins, ROOT / "custom_nodes"], folders=folders)
     manager.load_all()
     assert manager.reports["shimpack"].status == "loaded", manager.reports["shimpack"].error

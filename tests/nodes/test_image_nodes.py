@@ -19,6 +19,7 @@ import nodes.primitives
 from graph import Folders, Limits, image_meta
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
+from nodes.sd import image_transform as T
 from nodes.sd import latent as L
 
 from .test_latent_nodes import Engine
@@ -28,7 +29,7 @@ PROMPT_TEXT = "a cat 猫 🐱 café « naïve » — ünïcödé"
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    return Engine(tmp_path, I, L, nodes.primitives)
+    return Engine(tmp_path, I, T, L, nodes.primitives)
 
 
 def files(folder: Path) -> list[str]:
@@ -280,7 +281,7 @@ def test_load_image_mask_channels(tmp_path: Path):
 
 def test_image_scale_keeps_aspect_and_crops():
     img = torch.rand(2, 10, 20, 3)
-    scale = I.ImageScale()
+    scale = T.ImageScale()
     assert scale.execute(None, image=img, upscale_method="bilinear", width=0, height=0, crop="disabled")[0] is img
     assert scale.execute(None, image=img, upscale_method="area", width=0, height=5, crop="disabled")[0].shape == (
         2, 5, 10, 3)
@@ -290,21 +291,21 @@ def test_image_scale_keeps_aspect_and_crops():
         out = scale.execute(None, image=img, upscale_method=method, width=7, height=7, crop="center")[0]
         assert out.shape == (2, 7, 7, 3) and out.dtype == torch.float32, method
     flat = torch.full((1, 8, 8, 3), 0.3)
-    lanczos = I.ImageScaleBy().execute(None, image=flat, upscale_method="lanczos", scale_by=1.5)[0]
+    lanczos = T.ImageScaleBy().execute(None, image=flat, upscale_method="lanczos", scale_by=1.5)[0]
     assert lanczos.shape == (1, 12, 12, 3) and torch.allclose(lanczos, torch.full_like(lanczos, 0.3), atol=1e-5)
 
 
 def test_invert_and_empty_image():
     img = torch.rand(1, 2, 2, 3)
-    assert torch.allclose(I.ImageInvert().execute(None, image=img)[0], 1 - img)
-    (empty,) = I.EmptyImage().execute(None, width=3, height=2, batch_size=2, color=0xFF8000)
+    assert torch.allclose(T.ImageInvert().execute(None, image=img)[0], 1 - img)
+    (empty,) = T.EmptyImage().execute(None, width=3, height=2, batch_size=2, color=0xFF8000)
     assert empty.shape == (2, 2, 3, 3) and empty[1, 1, 2].tolist() == pytest.approx([1.0, 128 / 255, 0.0])
-    assert "would need" in I.EmptyImage().validate_inputs(limits=Limits(), width=16384, height=16384, batch_size=4)
+    assert "would need" in T.EmptyImage().validate_inputs(limits=Limits(), width=16384, height=16384, batch_size=4)
 
 
 def test_pad_for_outpaint():
     img = torch.rand(2, 20, 30, 3)
-    out, mask = I.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=16, bottom=8, feathering=4)
+    out, mask = T.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=16, bottom=8, feathering=4)
     assert out.shape == (2, 28, 54, 3) and mask.shape == (1, 28, 54)
     assert torch.equal(out[:, 0:20, 8:38], img) and out[0, 25, 0, 0] == 0.5
     assert mask[0, 25].min() == 1 and mask[0, :, :8].min() == 1
@@ -313,7 +314,7 @@ def test_pad_for_outpaint():
     assert inner[10, 3] == pytest.approx(((4 - 3) / 4) ** 2) and inner[10, 4] == 0
     assert inner[0, 15] == 0  # the top was not padded: no feathering there
     assert inner[19, 15] == pytest.approx(((4 - 1) / 4) ** 2)
-    _, flat = I.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=0, bottom=0, feathering=0)
+    _, flat = T.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=0, bottom=0, feathering=0)
     assert flat[0, :, 8:].sum() == 0 and flat[0, :, :8].min() == 1
 
 
