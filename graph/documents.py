@@ -94,6 +94,21 @@ def _override_error(item: str, why: str) -> RequestError:
     return RequestError(Issue(type="invalid_override", message=f"--set {item!r}: {why}"))
 
 
+def _with_workflow(extra_data: Any, workflow: Mapping[str, Any]) -> Any:
+    """`extra_data` with the editor workflow as its `extra_pnginfo.workflow`, unless one is there already
+    (something that is not an object is left as it is, for the envelope check to refuse)."""
+    if extra_data is None:
+        extra_data = {}
+    if not isinstance(extra_data, Mapping):
+        return extra_data
+    pnginfo = extra_data.get("extra_pnginfo")
+    if pnginfo is None:
+        pnginfo = {}
+    if not isinstance(pnginfo, Mapping):
+        return extra_data
+    return {**extra_data, "extra_pnginfo": {"workflow": workflow, **pnginfo}}
+
+
 def prompt_request_from(document: Any, registry: NodeRegistry, *, overrides: Sequence[str] = (),
                         bare_prompt: bool = True) -> PromptRequest:
     """The prompt request a document describes; RequestError (ConversionFailed for an editor workflow
@@ -117,9 +132,8 @@ def prompt_request_from(document: Any, registry: NodeRegistry, *, overrides: Seq
         if not conversion.ok:
             raise ConversionFailed(conversion)
         warnings = conversion.warnings
-        extra = dict(document.get("extra_data") or {})
-        extra["extra_pnginfo"] = {"workflow": document["prompt"], **(extra.get("extra_pnginfo") or {})}
-        document = {**document, "prompt": conversion.prompt, "extra_data": extra}
+        document = {**document, "prompt": conversion.prompt,
+                    "extra_data": _with_workflow(document.get("extra_data"), document["prompt"])}
     if overrides and isinstance(document, Mapping) and isinstance(document.get("prompt"), Mapping):
         document = {**document, "prompt": apply_overrides(document["prompt"], overrides)}
     request = parse_prompt_request(document)
