@@ -8,7 +8,7 @@ aliases into `sys.modules` (that would shadow our packages for our own code, in 
 How it avoids that: `install()` wraps `builtins.__import__` once. An import statement is resolved
 by the shim only when all of these hold: it is absolute (level 0), its top-level name is one of
 `ALIASES` (folder_paths, comfy, server, nodes), and the module executing it is a pack module (its
-`__name__` is a pack's module name or below it; graph.plugins registers each pack's name before
+`__name__` is a pack's module name or below it; plugins.manager registers each pack's name before
 importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from server import
 PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
 code, goes to the real import system untouched. Nothing is added to `sys.modules` under the bare
@@ -20,7 +20,7 @@ Known limits: `importlib.import_module("folder_paths")` from a pack does not go 
 not provide (`comfy.sd`, `comfy.samplers`, `comfy_extras`, `latent_preview`, ...) fail with a
 ModuleNotFoundError that says so, and the pack is reported as failed with that reason.
 
-The engine never imports this package; graph.plugins installs it before loading packs.
+The engine never imports this package; plugins.manager installs it before loading packs.
 """
 
 from __future__ import annotations

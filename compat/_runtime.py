@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from graph.node import Folders
-from graph.v1 import current_context
+from plugins.comfy_v1_runtime import current_context
 
 log = logging.getLogger("sumie.compat")
 

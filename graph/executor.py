@@ -107,8 +107,8 @@ class _Run:
     """The state of one run; discarded afterwards."""
 
     def __init__(self, executor: Executor, request: RunRequest) -> None:
-        self.ex = executor
-        self.req = request
+        self.executor = executor
+        self.request = request
         self.run_id = request.run_id
         self.bus = EventBus([*executor.listeners, *request.listeners])
         workflow = request.validation.workflow
@@ -148,7 +148,7 @@ class _Run:
         """The node's fingerprint hook, given its constant inputs; a failing hook means "never cached"."""
         constants = {k: v for k, v in node.inputs.items() if type(v) is not Link and k in node_def.inputs}
         if "fingerprint" in node_def.hooks_take_folders:
-            constants["folders"] = self.ex.folders
+            constants["folders"] = self.executor.folders
         try:
             return self._instance(node.id, node_def).fingerprint(**constants)
         except Exception as exc:
@@ -167,7 +167,7 @@ class _Run:
         key = self.keys[nid]
         if key in self.store:
             return True
-        entry = self.ex.cache.get(key)
+        entry = self.executor.cache.get(key)
         if entry is None:
             return False
         self.store[key] = entry  # pinned for this run, whatever the policy evicts meanwhile
@@ -177,15 +177,15 @@ class _Run:
     def execute(self) -> RunOutcome:
         bus = self.bus
         bus.emit(RunStarted(run_id=self.run_id, timestamp=time.time()))
-        outputs = self.req.validation.outputs
+        outputs = self.request.validation.outputs
         planner = Planner(self.strong_deps.__getitem__, outputs, is_cached=self._lookup)
         self.planner = planner
         cached = planner.cached
         # Report every node of the prompt whose result is available, not only those the plan reached
         # (ancestors of a cached node are never visited), as editors mark each of them.
         reached = set(cached)
-        store, cache, keys = self.store, self.ex.cache, self.keys
-        self.cached_all = [nid for nid in self.req.validation.order
+        store, cache, keys = self.store, self.executor.cache, self.keys
+        self.cached_all = [nid for nid in self.request.validation.order
                            if nid in reached or keys[nid] in store or cache.get(keys[nid]) is not None]
         if self.cached_all:
             bus.emit(NodesCached(run_id=self.run_id, node_ids=list(self.cached_all)))
@@ -195,7 +195,7 @@ class _Run:
                     self.outputs[nid] = entry.ui
                 self._emit_finished(nid, entry.ui, cached=True)
                 self._consumed(nid)
-        interrupt = self.req.interrupt
+        interrupt = self.request.interrupt
         nid: str | None = None
         try:
             while True:
@@ -219,7 +219,7 @@ class _Run:
     def _finish(self, status: str, **kw: Any) -> RunOutcome:
         # Everything in this prompt counts as used, cached ancestors of cached nodes included, so a
         # policy keeping "the last N prompts" keeps what the next small change will need.
-        self.ex.cache.end_run(self.keys.values())
+        self.executor.cache.end_run(self.keys.values())
         self.bus.emit(RunFinished(run_id=self.run_id, status=status, timestamp=time.time(), outputs=self.outputs))
         return RunOutcome(run_id=self.run_id, status=status, outputs=self.outputs, executed=self.executed,
                           cached=list(self.cached_all), **kw)
@@ -264,7 +264,7 @@ class _Run:
         if not cached:
             self.store[key] = entry
             if not is_uncacheable(key):
-                self.ex.cache.put(key, entry)
+                self.executor.cache.put(key, entry)
         if entry.ui is not None:
             self.outputs[nid] = entry.ui
         self._emit_finished(nid, entry.ui, cached=cached)
@@ -315,7 +315,7 @@ class _Run:
         if kind == "PROMPT":
             return self.raw
         if kind == "EXTRA_PNGINFO":
-            return self.req.extra_data.get("extra_pnginfo")
+            return self.request.extra_data.get("extra_pnginfo")
         if kind == "UNIQUE_ID":
             return node.id
         return self.nodes  # DYNPROMPT: the live graph, expansions included
@@ -338,8 +338,8 @@ class _Run:
     # -- calling the node ----------------------------------------------------------------------
     def _call(self, nid: str, node: NodeInstance, node_def: NodeDef, lists: dict[str, list[Any]]) -> CacheEntry | None:
         obj = self._instance(nid, node_def)
-        ctx = NodeContext(node_id=nid, class_type=node.class_type, run_id=self.run_id, interrupt=self.req.interrupt,
-                          folders=self.ex.folders, services=self.ex.services, limits=self.ex.limits,
+        ctx = NodeContext(node_id=nid, class_type=node.class_type, run_id=self.run_id, interrupt=self.request.interrupt,
+                          folders=self.executor.folders, services=self.executor.services, limits=self.executor.limits,
                           _progress=self._progress_fn(nid))
         schema = node_def.schema
         n_out = len(node_def.output_types)
@@ -424,7 +424,7 @@ class _Run:
                 inputs[name] = v
             renamed[sid] = NodeInstance(id=sid, class_type=snode.class_type, inputs=inputs, title=snode.title)
         for sid, snode in renamed.items():
-            node_def = self.ex.registry.get(snode.class_type)
+            node_def = self.executor.registry.get(snode.class_type)
             if node_def is None:
                 raise ValueError(f"expanded node {sid} has unknown type {snode.class_type!r}")
             missing = [s.name for s in node_def.inputs.values() if not s.optional and s.name not in snode.inputs]
@@ -436,7 +436,7 @@ class _Run:
         for sid in order:
             snode = renamed[sid]
             self.nodes[sid] = snode
-            self._index_node(snode, self.ex.registry[snode.class_type])
+            self._index_node(snode, self.executor.registry[snode.class_type])
         resolved: list[Any] = []
         deps: list[str] = []
         for item in result:

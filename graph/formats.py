@@ -37,17 +37,6 @@ def _envelope_validator() -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
-def detect_format(data: Any) -> str:
-    """'api' for an API-format prompt, 'ui' for an editor file, 'envelope' for a POST /prompt body."""
-    if isinstance(data, dict):
-        if isinstance(data.get("nodes"), list) and "links" in data:
-            return "ui"
-        if isinstance(data.get("prompt"), dict):
-            return "envelope"
-        return "api"
-    return "unknown"
-
-
 def parse_prompt_request(data: Any) -> PromptRequest:
     """Check a POST /prompt body and parse its workflow; raise RequestError for a bad envelope."""
     if not isinstance(data, dict):

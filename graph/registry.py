@@ -50,10 +50,6 @@ class NodeRegistry:
     folders: Any = None
     _defs: dict[str, NodeDef] = field(default_factory=dict)
     failed_packs: list[FailedPack] = field(default_factory=list)
-    # Filled by graph.plugins: pack name -> its WEB_DIRECTORY (served at /extensions/<pack>/), and the
-    # plugin manager itself (GET /plugins reads its report; None when plugins are not loaded).
-    web_dirs: dict[str, Any] = field(default_factory=dict)
-    plugins: Any = None
 
     def register(self, cls: type, *, source: str = "builtin") -> NodeDef:
         schema = getattr(cls, "SCHEMA", None)

@@ -102,7 +102,7 @@ def parse_api_workflow(data: Any) -> Workflow:
 
 @dataclass(kw_only=True)
 class PromptRequest:
-    """The envelope of POST /prompt (and of `main.py run`), with the workflow already parsed."""
+    """The envelope of POST /prompt (and of `main.py run`), with the workflow already parsed (graph/documents.py)."""
 
     workflow: Workflow
     client_id: str | None = None
@@ -111,3 +111,4 @@ class PromptRequest:
     number: float | None = None
     prompt_id: str | None = None
     partial_execution_targets: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)  # from converting an editor-format workflow

@@ -270,27 +270,8 @@ async def move_userdata(request: web.Request) -> web.Response:
     return web.json_response(rel.as_posix())
 
 
-# -- plugin web files and the editor -------------------------------------------------------------
-async def get_extensions(request: web.Request) -> web.Response:
-    """URLs of the JavaScript files plugins ship in their WEB_DIRECTORY."""
-    urls: list[str] = []
-    for pack, directory in sorted(state_of(request).web_dirs.items()):
-        for rel in list_files(Path(directory), recurse=True):
-            if rel.suffix == ".js":
-                urls.append(f"/extensions/{quote(pack)}/{quote(rel.as_posix())}")
-    return web.json_response(urls)
-
-
-async def get_extension_file(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
-    directory = state.web_dirs.get(request.match_info["pack"])
-    if directory is None:
-        raise PathError(f"no extension named {request.match_info['pack'][:60]!r}", status=404)
-    path = resolve_file(Path(directory), "", request.match_info["path"])
-    return _static_response(path)
-
-
-def _static_response(path: Path) -> web.FileResponse:
+# -- the editor's files ---------------------------------------------------------------------------
+def static_response(path: Path) -> web.FileResponse:
     ctype, _ = mimetypes.guess_type(path.name)
     if path.suffix in (".js", ".mjs"):
         ctype = "text/javascript"
@@ -303,11 +284,11 @@ async def get_index(request: web.Request) -> web.StreamResponse:
     if web_root is None or not (web_root / "index.html").is_file():
         return web.json_response({"name": "sumie", "editor": None,
                                   "api": "/openapi.json describes the routes"})
-    return _static_response(web_root / "index.html")
+    return static_response(web_root / "index.html")
 
 
 async def get_web_file(request: web.Request) -> web.StreamResponse:
     web_root = state_of(request).web_root
     if web_root is None:
         raise PathError("not found", status=404)
-    return _static_response(resolve_file(web_root, "", request.match_info["path"]))
+    return static_response(resolve_file(web_root, "", request.match_info["path"]))

@@ -1,8 +1,8 @@
 """Plugin routes and wiring: GET /plugins, the packs' web files, pack routes, and the server hooks
 the compatibility layer's `PromptServer` talks to (send to the websocket, the running client id).
 
-The server only talks to `registry.plugins` (a graph.plugins.PluginManager, or None when plugins are
-off); it never imports the compatibility layer itself.
+The server only talks to the plugin report create_app was given (`state.plugins`: a
+plugins.manager.PluginManager, or None when plugins are off); it never imports plugins/ or compat/.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import mimetypes
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
+from .api_files import static_response
 from .files import PathError, list_files, resolve_file
 from .jobs import dumps
 from .state import STATE, ServerState, state_of
@@ -26,8 +26,8 @@ log = logging.getLogger("sumie.plugins.server")
 
 async def get_plugins(request: web.Request) -> web.Response:
     """Every pack with its status, nodes, conflicts and errors; `failed` also lists built-in modules."""
-    registry = state_of(request).registry
-    manager = getattr(registry, "plugins", None)
+    state = state_of(request)
+    registry, manager = state.registry, state.plugins
     body: dict[str, Any] = manager.to_json() if manager is not None else {
         "api_version": None, "enabled": False, "dirs": [], "allow": None, "reload": False, "packs": []}
     body["failed"] = [{"name": p.name, "error": p.error, "node_names": list(p.node_names)}
@@ -36,13 +36,13 @@ async def get_plugins(request: web.Request) -> web.Response:
 
 
 def web_dirs(state: ServerState) -> dict[str, Path]:
-    """Pack name -> web folder: the registry's (live, so reloaded packs show) over the app's own."""
+    """Pack name -> web folder: the plugin manager's (live, so reloaded packs show) over the app's own."""
     dirs = {name: Path(d) for name, d in state.web_dirs.items()}
-    manager = getattr(state.registry, "plugins", None)
+    manager = state.plugins
     if manager is not None:
         for name in manager.reports:
             dirs.pop(name, None)
-        dirs.update({name: Path(d) for name, d in state.registry.web_dirs.items()})
+        dirs.update({name: Path(d) for name, d in manager.web_dirs.items()})
     return dirs
 
 
@@ -60,12 +60,7 @@ async def get_extension_file(request: web.Request) -> web.StreamResponse:
     directory = web_dirs(state_of(request)).get(request.match_info["pack"])
     if directory is None:
         raise PathError(f"no extension named {request.match_info['pack'][:60]!r}", status=404)
-    path = resolve_file(directory, "", request.match_info["path"])
-    ctype, _ = mimetypes.guess_type(path.name)
-    if path.suffix in (".js", ".mjs"):
-        ctype = "text/javascript"
-    return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff",
-                                           "Content-Type": ctype or "application/octet-stream"})
+    return static_response(resolve_file(directory, "", request.match_info["path"]))
 
 
 # -- wiring ----------------------------------------------------------------------------------------
@@ -103,7 +98,7 @@ class ServerHooks:
 
 def add_pack_routes(app: web.Application) -> None:
     """Routes packs declared (PromptServer.instance.routes), under their path and under /api."""
-    manager = getattr(app[STATE].registry, "plugins", None)
+    manager = app[STATE].plugins
     if manager is None:
         return
     for table in manager.route_tables:
@@ -122,7 +117,7 @@ def add_pack_routes(app: web.Application) -> None:
 def attach(app: web.Application) -> None:
     """Connect the plugin manager to this app's hub and worker while the app runs."""
     state = app[STATE]
-    manager = getattr(state.registry, "plugins", None)
+    manager = state.plugins
     if manager is None:
         return
 
@@ -139,7 +134,7 @@ def attach(app: web.Application) -> None:
 
 def reloading(handler: Any, app: web.Application) -> Any:
     """With --reload-plugins: reload changed packs before the wrapped handler (between prompts)."""
-    manager = getattr(app[STATE].registry, "plugins", None)
+    manager = app[STATE].plugins
     if manager is None or not manager.auto_reload:
         return handler
 

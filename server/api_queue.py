@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from graph.documents import ConversionFailed, prompt_request_from
 from graph.errors import Issue, RequestError
-from graph.formats import parse_prompt_request
 from graph.ui_workflow import Conversion, convert_ui_workflow, is_ui_workflow
 
 from .jobs import DONE, ERROR, INTERRUPTED, PENDING, RUNNING, SUCCESS, Job, wire_number
@@ -61,44 +61,23 @@ def conversion_error(conversion: Conversion) -> web.Response:
     node_errors = {nid: {"errors": [i.to_json() for i in issues], "dependent_outputs": [],
                          "class_type": (issues[0].extra or {}).get("class_type", "")}
                    for nid, issues in conversion.errors.items() if nid}
-    document = conversion.errors.get("", [])
-    first = document[0] if document else next(iter(conversion.errors.values()))[0]
-    body = {"error": {"type": "invalid_prompt", "message": f"Cannot convert the editor workflow: {first.message}",
-                      "details": first.details, "extra_info": {}}, "node_errors": node_errors}
+    issue = ConversionFailed(conversion).issue
+    body = {"error": {"type": issue.type, "message": issue.message, "details": issue.details, "extra_info": {}},
+            "node_errors": node_errors}
     return web.json_response(body, status=400)
-
-
-def from_editor_format(state: ServerState, data: Any) -> dict[str, Any] | web.Response:
-    """Accept an editor-format workflow where an API prompt is expected (as `prompt`, or the whole body).
-
-    It is converted on the server; the original is kept as the `workflow` metadata that SaveImage
-    embeds, unless the client sent its own.
-    """
-    if is_ui_workflow(data):
-        data = {"prompt": data}
-    if not (isinstance(data, dict) and is_ui_workflow(data.get("prompt"))):
-        return data
-    conversion = convert_ui_workflow(data["prompt"], state.registry)
-    if not conversion.ok:
-        return conversion_error(conversion)
-    extra = dict(data.get("extra_data") or {})
-    pnginfo = dict(extra.get("extra_pnginfo") or {})
-    pnginfo.setdefault("workflow", data["prompt"])
-    extra["extra_pnginfo"] = pnginfo
-    return {**data, "prompt": conversion.prompt, "extra_data": extra}
 
 
 async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
     """Check and queue one POST /prompt body (API or editor format): the submission, or the refusal."""
-    data = from_editor_format(state, data)
-    if isinstance(data, web.Response):
-        return data
-    req = parse_prompt_request(data)
+    try:
+        req = prompt_request_from(data, state.registry, bare_prompt=False)
+    except ConversionFailed as exc:
+        return conversion_error(exc.conversion)
     prompt_id = req.prompt_id
     if prompt_id is not None and not (isinstance(prompt_id, str) and _PROMPT_ID.fullmatch(prompt_id)):
         raise _issue("invalid_prompt_id", "prompt_id must be 1-128 characters of letters, digits and _ . : -",
                      details=f"got {str(prompt_id)[:60]!r}")
-    raw_prompt = data["prompt"]
+    raw_prompt = req.workflow.raw
     digest = _digest(raw_prompt, req.partial_execution_targets)
     if prompt_id is not None:
         existing = state.store.get(prompt_id)
@@ -125,7 +104,6 @@ async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
                                    number=number)
     if not created:  # the same id raced in from a concurrent retry
         return _same_job(job, digest)
-    state.worker.validations[job.prompt_id] = validation
     state.worker.notify()
     state.hub.broadcast_status()
     return Submitted(job=job, node_errors=validation.to_json()["node_errors"])
@@ -163,7 +141,7 @@ async def post_convert(request: web.Request) -> web.Response:
 
 
 async def get_prompt(request: web.Request) -> web.Response:
-    return web.json_response({"exec_info": {"queue_remaining": state_of(request).worker.queue_remaining()}})
+    return web.json_response({"exec_info": {"queue_remaining": state_of(request).store.queue_remaining()}})
 
 
 async def post_run(request: web.Request) -> web.Response:
@@ -208,10 +186,7 @@ async def post_queue(request: web.Request) -> web.Response:
     if data.get("clear") is True:
         state.store.clear_pending()
     if "delete" in data:
-        ids = _id_list(data["delete"])
-        state.store.delete_pending(ids)
-        for pid in ids:
-            state.worker.validations.pop(pid, None)
+        state.store.delete_pending(_id_list(data["delete"]))
     state.hub.broadcast_status()
     return web.Response(status=200)
 

@@ -15,7 +15,7 @@ from .jobs import JobStore
 from .options import ServerOptions
 from .routes import add_routes
 from .security import Guard, is_loopback
-from .state import STATE, ServerState
+from .state import STATE, PluginReport, ServerState
 from .worker import Worker
 from .ws import Hub
 
@@ -28,20 +28,23 @@ EXIT_OK, EXIT_REFUSED, EXIT_BIND = 0, 2, 1
 
 def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, options: ServerOptions | None = None,
                system_info: Callable[[], Mapping[str, Any]] | None = None, web_root: Path | None = DEFAULT_WEB_ROOT,
-               web_dirs: Mapping[str, Path] | None = None) -> web.Application:
-    """Wire the store, hub and worker; the worker starts (after crash recovery) when the app starts."""
+               web_dirs: Mapping[str, Path] | None = None,
+               plugins: PluginReport | None = None) -> web.Application:
+    """Wire the store, hub and worker; the worker starts (after crash recovery) when the app starts.
+
+    `plugins` is the plugin manager main.py loaded the packs with (GET /plugins, their web folders and
+    routes, reloading); `web_dirs` adds web folders of its own (name -> folder, served at /extensions/).
+    """
     options = options or ServerOptions()
     guard = Guard(options, listen=getattr(settings, "listen", "127.0.0.1"))
     app = web.Application(middlewares=guard.middlewares(),
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
     store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
-    hub = Hub(capacity=options.ws_buffer, queue_remaining=lambda: worker.queue_remaining())
+    hub = Hub(capacity=options.ws_buffer, queue_remaining=store.queue_remaining)
     worker = Worker(store=store, executor=executor, hub=hub, options=options)
-    hub.on_connect = worker.replay_to
-    if web_dirs is None:
-        web_dirs = dict(getattr(registry, "web_dirs", None) or {})
     app[STATE] = ServerState(settings=settings, registry=registry, executor=executor, options=options, store=store,
-                             hub=hub, worker=worker, web_root=web_root, web_dirs=web_dirs, system_info=system_info)
+                             hub=hub, worker=worker, web_root=web_root, web_dirs=dict(web_dirs or {}),
+                             plugins=plugins, system_info=system_info)
     add_routes(app, hub.handle)
     app.cleanup_ctx.append(_run_worker)
     app.on_response_prepare.append(_nosniff)
@@ -76,7 +79,8 @@ def refuse_reason(listen: str, options: ServerOptions) -> str | None:
     return None
 
 
-def serve(settings: Any, registry: NodeRegistry, executor: Executor, options: ServerOptions | None = None) -> int:
+def serve(settings: Any, registry: NodeRegistry, executor: Executor, options: ServerOptions | None = None, *,
+          plugins: PluginReport | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; the exit code for main.py."""
     options = options or ServerOptions()
     listen = getattr(settings, "listen", "127.0.0.1")
@@ -87,7 +91,7 @@ def serve(settings: Any, registry: NodeRegistry, executor: Executor, options: Se
         return EXIT_REFUSED
     for name in ("input", "output", "temp", "user", "models"):
         Path(getattr(settings.folders, name)).mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, registry, executor, options=options)
+    app = create_app(settings, registry, executor, options=options, plugins=plugins)
     host = listen.strip("[]")
     shown = f"[{host}]" if ":" in host else host
     log.info("Sumie listening on http://%s:%d (%d node types)", shown, port, len(registry))

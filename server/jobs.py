@@ -291,6 +291,10 @@ class JobStore:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0]
 
+    def queue_remaining(self) -> int:
+        """Jobs pending or running: the `queue_remaining` of status messages and GET /prompt."""
+        return self.count(PENDING) + self.count(RUNNING)
+
     def history(self, *, max_items: int | None = None, offset: int | None = None) -> list[Job]:
         """Finished jobs oldest first; without an offset, the latest `max_items` (ComfyUI's paging)."""
         if max_items is None and not offset:

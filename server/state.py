@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -15,6 +15,20 @@ from .jobs import JobStore
 from .options import ServerOptions
 from .worker import Worker
 from .ws import Hub
+
+
+class PluginReport(Protocol):
+    """What the server needs of the plugin manager main.py built (plugins.manager.PluginManager)."""
+
+    reports: Mapping[str, Any]  # pack name -> its report
+    web_dirs: Mapping[str, Path]  # pack name -> its WEB_DIRECTORY (live: reloading changes it)
+    route_tables: list[Any]  # aiohttp RouteTableDefs packs filled (PromptServer.routes)
+    auto_reload: bool
+    server: Any  # set to the server's hooks while the app runs (compat's PromptServer uses them)
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def reload_changed(self) -> list[str]: ...
 
 
 @dataclass(kw_only=True)
@@ -27,7 +41,8 @@ class ServerState:
     hub: Hub
     worker: Worker
     web_root: Path | None = None
-    web_dirs: Mapping[str, Path] = field(default_factory=dict)  # plugin pack -> its WEB_DIRECTORY
+    web_dirs: Mapping[str, Path] = field(default_factory=dict)  # extra web folders served at /extensions/<name>/
+    plugins: PluginReport | None = None  # None when plugins are not loaded
     system_info: Callable[[], Mapping[str, Any]] | None = None
 
     @property

@@ -1,7 +1,12 @@
 """The queue runner: takes the next pending job, runs it on one dedicated thread, records the result.
 
 One prompt at a time (one device); the executor is synchronous, so it runs off the event loop and
-the API stays responsive. History is written before clients hear the job is done.
+the API stays responsive. The job is validated again from what the store holds when it is claimed
+(the submit-time check answered the client; the registry or the store may have changed since).
+History is written before clients hear the job is done.
+
+Calls go one way: the worker drives a relay per run, and both send through the hub; the hub calls
+neither (it replays the run the worker tells it about to a client that reconnects).
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from graph import Executor, InterruptToken, RunRequest, ValidationResult, parse_api_workflow
+from graph import Executor, InterruptToken, RunRequest, parse_api_workflow
 
 from .jobs import DONE, ERROR, INTERRUPTED, Job, JobStore
 from .options import ServerOptions
 from .relay import Relay, RunState
-from .ws import Client, Hub
+from .ws import Hub
 
 log = logging.getLogger("sumie.worker")
 
@@ -41,7 +46,6 @@ class Worker:
         self.hub = hub
         self.options = options
         self.current: Current | None = None
-        self.validations: dict[str, ValidationResult] = {}  # checked at submit time; saves a re-check
         self.durations: deque[float] = deque(maxlen=20)
         self._wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -96,21 +100,21 @@ class Worker:
                                                                  wants != "none")
         relay = Relay(loop=loop, send_text=self.hub.send_text, send_preview=self.hub.send_preview, state=state,
                       previews=previews)
-        validation = self.validations.pop(job.prompt_id, None)
+        self.hub.running = state
         started = loop.time()
         try:
-            self._running = loop.run_in_executor(self._pool, self._execute, job, validation, token, relay)
+            self._running = loop.run_in_executor(self._pool, self._execute, job, token, relay)
             await self._running
         finally:
             self.current = None
+            self.hub.running = None
             self._running = None
             self.durations.append(loop.time() - started)
 
-    def _execute(self, job: Job, validation: ValidationResult | None, token: InterruptToken, relay: Relay) -> None:
-        """On the run thread: validate if needed, run, store the result, then tell the clients."""
+    def _execute(self, job: Job, token: InterruptToken, relay: Relay) -> None:
+        """On the run thread: validate the stored prompt, run it, store the result, then tell the clients."""
         outputs: dict[str, Any] = {}
-        if validation is None:
-            validation = self.executor.validate(parse_api_workflow(job.prompt), job.outputs_to_execute)
+        validation = self.executor.validate(parse_api_workflow(job.prompt), job.outputs_to_execute)
         if not validation.ok:
             relay.crashed(ValueError("the workflow no longer validates: " + "; ".join(validation.messages()[:5])), [])
             status = ERROR
@@ -190,15 +194,3 @@ class Worker:
         if not self.durations:
             return 5
         return max(1, math.ceil(sum(self.durations) / len(self.durations)))
-
-    def replay_to(self, client: Client) -> None:
-        """A client reconnecting while its prompt runs gets that run's current state."""
-        current = self.current
-        if current is None or current.state.client_id != client.sid:
-            return
-        for type_, data in current.state.replay():
-            self.hub.send(type_, data, client.sid)
-
-    def queue_remaining(self) -> int:
-        return self.store.count("pending") + self.store.count("running")
-

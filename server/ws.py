@@ -17,6 +17,7 @@ from collections.abc import Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .jobs import dumps
+from .relay import RunState
 
 log = logging.getLogger("sumie.ws")
 
@@ -98,12 +99,11 @@ class Client:
 class Hub:
     """All connected sockets. Call its methods on the event loop thread only."""
 
-    def __init__(self, *, capacity: int, queue_remaining: Callable[[], int],
-                 on_connect: Callable[[Client], None] | None = None) -> None:
+    def __init__(self, *, capacity: int, queue_remaining: Callable[[], int]) -> None:
         self.capacity = capacity
         self.clients: dict[str, Client] = {}
-        self.queue_remaining = queue_remaining
-        self.on_connect = on_connect
+        self.queue_remaining = queue_remaining  # the job store's count
+        self.running: RunState | None = None  # the run in progress, set by the worker: replayed on reconnect
 
     def status_message(self, sid: str | None = None) -> str:
         data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
@@ -154,8 +154,10 @@ class Hub:
             await old.ws.close(code=WSCloseCode.GOING_AWAY, message=b"replaced by a new connection")
         self.clients[sid] = client
         client.offer(self.status_message(sid), droppable=False)
-        if self.on_connect is not None:
-            self.on_connect(client)
+        running = self.running
+        if running is not None and running.client_id == sid:  # reconnecting mid-run: catch up
+            for type_, data in running.replay():
+                self._offer(client, dumps({"type": type_, "data": data}), droppable=False)
         client.task = asyncio.get_running_loop().create_task(client.pump())
         try:
             async for msg in ws:

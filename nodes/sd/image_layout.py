@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from graph import BooleanInput, ComboInput, HiddenInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
-from nodes.sd.image import scale_image
 from nodes.sd.image_ops import check_image, check_output_pixels
+from nodes.sd.image_transform import scale_image
 from nodes.sd.latent import MAX_RESOLUTION
 
 STITCH_DIRECTIONS = ("right", "down", "left", "up")

@@ -18,7 +18,8 @@ from PIL import Image
 
 from graph import ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
 from graph.limits import Limits
-from nodes.sd.image import IMAGE_UPSCALE_METHODS, scale_image
+from nodes.sd.image import IMAGE_UPSCALE_METHODS
+from nodes.sd.image_transform import scale_image
 
 BLEND_MODES = ("normal", "multiply", "screen", "overlay", "soft_light", "difference")
 DITHER_METHODS = ("none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16")

@@ -148,7 +148,7 @@ def test_a_dropped_api_json_becomes_a_graph(editor):
     assert editor.input_link(up, "samples") == ["EmptyLatentImage", 0]
     assert editor.widget("EmptyLatentImage", "height") == 96
     # And back: the editor's own graph → API conversion gives the same prompt.
-    api = editor.js("async () => (await import('/js/workflow.js')).graphToPrompt().prompt")
+    api = editor.js("async () => (await (await import('/js/workflow.js')).graphToPrompt()).prompt")
     assert {k: v["inputs"] for k, v in api.items()} == {k: v["inputs"] for k, v in prompt.items()}
 
 
@@ -206,12 +206,49 @@ def test_graph_to_api_skips_virtual_muted_and_bypassed_nodes(editor):
     """The conversion on a hand-written editor workflow: reroute, primitive, note, mute and bypass."""
     workflow = RULES_WORKFLOW
     prompt = editor.js("""async w => {
-        const { workflowToPrompt } = await import('/js/toapi.js');
-        return workflowToPrompt(w, sumie.defs).prompt;
+        const { graphToPrompt } = await import('/js/workflow.js');
+        return (await graphToPrompt(w)).prompt;
     }""", workflow)
     assert sorted(prompt) == ["1", "4"]
     assert prompt["4"]["inputs"] == {"samples": ["1", 0], "batch_index": 7, "length": 1}
     assert prompt["4"]["class_type"] == "LatentFromBatch"
+
+
+# An EmptyLatentImage feeding a subgraph (one LatentUpscaleBy inside) feeding LatentFromBatch.
+SUBGRAPH_WORKFLOW = {
+    "nodes": [
+        {"id": 1, "type": "EmptyLatentImage", "mode": 0, "inputs": [],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": [1]}], "widgets_values": [64, 64, 1]},
+        {"id": 2, "type": "sg-upscale", "mode": 0, "inputs": [{"name": "x", "type": "LATENT", "link": 1}],
+         "outputs": [{"name": "y", "type": "LATENT", "links": [2]}]},
+        {"id": 3, "type": "LatentFromBatch", "mode": 0, "inputs": [{"name": "samples", "type": "LATENT", "link": 2}],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}], "widgets_values": [0, 1]},
+    ],
+    "links": [[1, 1, 0, 2, 0, "LATENT"], [2, 2, 0, 3, 0, "LATENT"]],
+    "definitions": {"subgraphs": [{
+        "id": "sg-upscale", "name": "upscale", "inputs": [{"name": "x", "type": "LATENT"}],
+        "outputs": [{"name": "y", "type": "LATENT"}],
+        "nodes": [{"id": 1, "type": "LatentUpscaleBy", "mode": 0,
+                   "inputs": [{"name": "samples", "type": "LATENT", "link": 11}],
+                   "outputs": [{"name": "LATENT", "type": "LATENT", "links": [12]}],
+                   "widgets_values": ["bilinear", 1.5]}],
+        "links": [{"id": 11, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0, "type": "LATENT"},
+                  {"id": 12, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0,
+                   "type": "LATENT"}],
+    }]},
+    "version": 0.4,
+}
+
+
+def test_graph_to_api_expands_subgraphs(editor):
+    """The editor's prompt of a workflow with a subgraph holds the subgraph's nodes, wired through."""
+    prompt = editor.js("""async w => {
+        const { graphToPrompt } = await import('/js/workflow.js');
+        return (await graphToPrompt(w)).prompt;
+    }""", SUBGRAPH_WORKFLOW)
+    assert sorted(prompt) == ["1", "2:1", "3"]
+    assert prompt["2:1"]["inputs"] == {"samples": ["1", 0], "upscale_method": "bilinear", "scale_by": 1.5}
+    assert prompt["3"]["inputs"] == {"samples": ["2:1", 0], "batch_index": 0, "length": 1}
 
 
 def test_plugin_web_extensions_are_loaded(editor):
@@ -237,7 +274,7 @@ def test_the_server_converts_our_saved_files_as_the_editor_does(editor):
         if workflow is not None:
             editor.js("async w => (await import('/js/workflow.js')).loadWorkflow(w)", workflow)
         saved = editor.js("async () => (await import('/js/workflow.js')).serializeGraph()")
-        sent = editor.js("async () => (await import('/js/workflow.js')).graphToPrompt().prompt")
+        sent = editor.js("async () => (await (await import('/js/workflow.js')).graphToPrompt()).prompt")
         status, body = editor.page.evaluate("""async (wf) => {
             const r = await fetch('/api/convert', {method: 'POST', headers: {'content-type': 'application/json'},
                                                    body: JSON.stringify({workflow: wf})});

@@ -13,8 +13,8 @@ from PIL import Image, ImageSequence
 
 from graph import Node, NodeSchema, OutputSpec
 from graph.builder import GraphBuilder
+from graph.image_meta import read_png_text, read_workflow_metadata
 from nodes.sd import animated as A
-from nodes.sd.png_meta import read_png_text, read_workflow_metadata
 from tests.support.sd_engine import SdEngine
 
 WORKFLOW = {"nodes": [{"id": 1, "type": "LoadImage"}], "links": [], "note": "été ✓"}

@@ -23,7 +23,7 @@ from graph import (
 )
 from graph.errors import Interrupted
 from graph.paths import UnsafePathError
-from graph.plugins import PluginManager
+from plugins.manager import PluginManager
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,11 +99,13 @@ def shim(tmp_path):
     plugins.mkdir()
     (plugins / "shimpack.py").write_text(textwrap.dedent(PACK))
     import nodes.sd.image as image_nodes
+    import nodes.sd.image_transform as image_transform_nodes
     from tests.support import testpack
 
     registry = NodeRegistry(folders=folders)
     registry.register_module(testpack)
     registry.register_module(image_nodes)
+    registry.register_module(image_transform_nodes)
     manager = PluginManager(registry, [plugins, ROOT / "custom_nodes"], folders=folders)
     manager.load_all()
     assert manager.reports["shimpack"].status == "loaded", manager.reports["shimpack"].error
@@ -186,7 +188,7 @@ def test_example_packs_tint_node_called_directly(shim):
     import sys
 
     executor, _ = shim
-    module = sys.modules[executor.registry.plugins.reports["example_pack"].module]
+    module = sys.modules[executor.registry["ExampleTintImage"].cls.__module__]
     node = module.ExampleTintImage()
     ctx = NodeContext(node_id="t", class_type="ExampleTintImage", run_id="t", interrupt=InterruptToken())
     image = torch.zeros(2, 4, 4, 3)

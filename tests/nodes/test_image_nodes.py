@@ -16,11 +16,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import nodes.primitives
-from graph import Folders, Limits
+from graph import Folders, Limits, image_meta
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
+from nodes.sd import image_transform as T
 from nodes.sd import latent as L
-from nodes.sd import png_meta
 
 from .test_latent_nodes import Engine
 
@@ -29,7 +29,7 @@ PROMPT_TEXT = "a cat 猫 🐱 café « naïve » — ünïcödé"
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    return Engine(tmp_path, I, L, nodes.primitives)
+    return Engine(tmp_path, I, T, L, nodes.primitives)
 
 
 def files(folder: Path) -> list[str]:
@@ -53,9 +53,9 @@ def test_save_image_writes_png_with_unicode_metadata(engine: Engine):
     assert outcome.status == "success", outcome.failure
     assert outcome.outputs["9"] == {"images": [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]}
     path = engine.folders.output / "ComfyUI_00001_.png"
-    meta = png_meta.read_workflow_metadata(path)
+    meta = image_meta.read_workflow_metadata(path)
     assert meta["prompt"] == prompt and meta["workflow"] == workflow
-    texts = png_meta.read_png_text(path)
+    texts = image_meta.read_png_text(path)
     assert json.loads(texts["other"]) == {"k": "v"} and PROMPT_TEXT in texts["prompt"]
     raw = path.read_bytes()
     assert b"iTXt" in raw and PROMPT_TEXT.encode("utf-8") in raw
@@ -206,7 +206,7 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return png_meta.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
+    return image_meta.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
         b"IEND", b"")
 
 
@@ -281,7 +281,7 @@ def test_load_image_mask_channels(tmp_path: Path):
 
 def test_image_scale_keeps_aspect_and_crops():
     img = torch.rand(2, 10, 20, 3)
-    scale = I.ImageScale()
+    scale = T.ImageScale()
     assert scale.execute(None, image=img, upscale_method="bilinear", width=0, height=0, crop="disabled")[0] is img
     assert scale.execute(None, image=img, upscale_method="area", width=0, height=5, crop="disabled")[0].shape == (
         2, 5, 10, 3)
@@ -291,21 +291,21 @@ def test_image_scale_keeps_aspect_and_crops():
         out = scale.execute(None, image=img, upscale_method=method, width=7, height=7, crop="center")[0]
         assert out.shape == (2, 7, 7, 3) and out.dtype == torch.float32, method
     flat = torch.full((1, 8, 8, 3), 0.3)
-    lanczos = I.ImageScaleBy().execute(None, image=flat, upscale_method="lanczos", scale_by=1.5)[0]
+    lanczos = T.ImageScaleBy().execute(None, image=flat, upscale_method="lanczos", scale_by=1.5)[0]
     assert lanczos.shape == (1, 12, 12, 3) and torch.allclose(lanczos, torch.full_like(lanczos, 0.3), atol=1e-5)
 
 
 def test_invert_and_empty_image():
     img = torch.rand(1, 2, 2, 3)
-    assert torch.allclose(I.ImageInvert().execute(None, image=img)[0], 1 - img)
-    (empty,) = I.EmptyImage().execute(None, width=3, height=2, batch_size=2, color=0xFF8000)
+    assert torch.allclose(T.ImageInvert().execute(None, image=img)[0], 1 - img)
+    (empty,) = T.EmptyImage().execute(None, width=3, height=2, batch_size=2, color=0xFF8000)
     assert empty.shape == (2, 2, 3, 3) and empty[1, 1, 2].tolist() == pytest.approx([1.0, 128 / 255, 0.0])
-    assert "would need" in I.EmptyImage().validate_inputs(limits=Limits(), width=16384, height=16384, batch_size=4)
+    assert "would need" in T.EmptyImage().validate_inputs(limits=Limits(), width=16384, height=16384, batch_size=4)
 
 
 def test_pad_for_outpaint():
     img = torch.rand(2, 20, 30, 3)
-    out, mask = I.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=16, bottom=8, feathering=4)
+    out, mask = T.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=16, bottom=8, feathering=4)
     assert out.shape == (2, 28, 54, 3) and mask.shape == (1, 28, 54)
     assert torch.equal(out[:, 0:20, 8:38], img) and out[0, 25, 0, 0] == 0.5
     assert mask[0, 25].min() == 1 and mask[0, :, :8].min() == 1
@@ -314,7 +314,7 @@ def test_pad_for_outpaint():
     assert inner[10, 3] == pytest.approx(((4 - 3) / 4) ** 2) and inner[10, 4] == 0
     assert inner[0, 15] == 0  # the top was not padded: no feathering there
     assert inner[19, 15] == pytest.approx(((4 - 1) / 4) ** 2)
-    _, flat = I.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=0, bottom=0, feathering=0)
+    _, flat = T.ImagePadForOutpaint().execute(None, image=img, left=8, top=0, right=0, bottom=0, feathering=0)
     assert flat[0, :, 8:].sum() == 0 and flat[0, :, :8].min() == 1
 
 
@@ -328,12 +328,12 @@ def test_png_meta_reads_text_ztxt_and_itxt_chunks_without_decoding():
     buf = io.BytesIO()
     Image.new("RGB", (2, 2)).save(buf, format="PNG", pnginfo=info)
     data = buf.getvalue()
-    assert png_meta.read_png_text(data)["plain"] == "latin é"
-    assert png_meta.read_workflow_metadata(data) == {"prompt": {"1": {"class_type": "X", "inputs": {}}},
+    assert image_meta.read_png_text(data)["plain"] == "latin é"
+    assert image_meta.read_workflow_metadata(data) == {"prompt": {"1": {"class_type": "X", "inputs": {}}},
                                                      "workflow": {"t": "日本"}}
-    assert png_meta.read_workflow_metadata(_png_header_only(30000, 30000)) == {}
+    assert image_meta.read_workflow_metadata(_png_header_only(30000, 30000)) == {}
     with pytest.raises(ValueError, match="not a PNG"):
-        png_meta.read_png_text(b"GIF89a")
+        image_meta.read_png_text(b"GIF89a")
 
 
 def test_png_meta_reads_comfyui_webp_exif(tmp_path: Path):
@@ -341,7 +341,7 @@ def test_png_meta_reads_comfyui_webp_exif(tmp_path: Path):
     exif[0x010F] = "workflow:" + json.dumps({"nodes": []})
     exif[0x0110] = "prompt:" + json.dumps({"3": {"class_type": "KSampler"}})
     Image.new("RGB", (4, 4)).save(tmp_path / "a.webp", exif=exif)
-    meta = png_meta.read_workflow_metadata(tmp_path / "a.webp")
+    meta = image_meta.read_workflow_metadata(tmp_path / "a.webp")
     assert meta == {"workflow": {"nodes": []}, "prompt": {"3": {"class_type": "KSampler"}}}
 
 

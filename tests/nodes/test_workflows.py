@@ -147,3 +147,31 @@ def test_interrupt_during_sampling_ends_within_a_step(engine, tiny_file):
     outcome = engine.run(txt2img(ckpt, steps=10)[0].build(), listeners=[listener], interrupt=token)
     assert outcome.status == "interrupted" and outcome.interrupted_at == "5" and steps == [1, 2]
     assert not (engine.folders.output / "wf").exists()
+
+
+def test_a_run_with_overrides_saves_the_prompt_that_ran_so_its_image_reruns_the_same(tmp_path, tiny_file, capsys):
+    """`main.py run WF --set 5.seed=42` embeds seed 42 in the PNG: rerunning the PNG gives the same pixels."""
+    import shutil
+
+    import numpy as np
+
+    import main
+
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_file("sd1"), tmp_path / "models" / "checkpoints" / "sd15.safetensors")
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps(txt2img("sd15.safetensors", seed=1)[0].build()))
+    flags = [f"--{name}-dir={tmp_path / name}" for name in ("models", "input", "output", "temp", "user")]
+    flags.append("--disable-plugins")
+    assert main.main(["run", str(workflow), "--set", "5.seed=42", *flags]) == 0
+    (first,) = capsys.readouterr().out.split()
+    assert main.main(["run", first, *flags]) == 0
+    (rerun,) = capsys.readouterr().out.split()
+    assert main.main(["run", str(workflow), *flags]) == 0
+    (unmodified,) = capsys.readouterr().out.split()
+    assert len({first, rerun, unmodified}) == 3
+    with Image.open(first) as a, Image.open(rerun) as b, Image.open(unmodified) as c:
+        assert json.loads(a.info["prompt"])["5"]["inputs"]["seed"] == 42
+        pixels, rerun_pixels, seed_1_pixels = np.asarray(a), np.asarray(b), np.asarray(c)
+    assert np.array_equal(pixels, rerun_pixels)
+    assert not np.array_equal(pixels, seed_1_pixels)  # the override changed the picture

@@ -53,6 +53,7 @@ class Env:
     calls: Counter
     gate: threading.Event
     services: dict[str, Any] = field(default_factory=dict)
+    plugins: Any = None  # a plugins.manager.PluginManager, handed to create_app as main.py does
 
     @property
     def folders(self) -> Folders:
@@ -75,7 +76,8 @@ def env(tmp_path: Path) -> Env:
 
 @contextlib.asynccontextmanager
 async def served(env: Env, **options: Any) -> AsyncIterator[TestClient]:
-    app = create_app(env.settings, env.registry, env.executor, options=ServerOptions(**options), web_root=None)
+    app = create_app(env.settings, env.registry, env.executor, options=ServerOptions(**options), web_root=None,
+                     plugins=env.plugins)
     async with TestClient(TestServer(app)) as client:
         try:
             yield client

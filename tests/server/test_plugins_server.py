@@ -8,7 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from graph.plugins import PluginManager
+from plugins.manager import PluginManager
 from tests.server.conftest import kinds, receive_json, served, until_done
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +91,7 @@ def with_plugins(env, *, auto_reload: bool = False) -> PluginManager:
     manager = PluginManager(env.registry, [ROOT / "custom_nodes", extra], folders=env.folders,
                             auto_reload=auto_reload)
     manager.load_all()
+    env.plugins = manager
     return manager
 
 

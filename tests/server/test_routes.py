@@ -97,6 +97,54 @@ async def test_queue_delete_and_clear(env):
         assert bad.status == 400
 
 
+async def test_a_cleared_queue_leaves_nothing_of_its_jobs_in_memory(env):
+    """Cleared or deleted jobs are gone: no validation result of theirs stays behind in the server."""
+    import gc
+
+    from graph import ValidationResult
+
+    async with served(env) as client:
+        await client.post("/prompt", json={"prompt": wf.gated(), "prompt_id": "blocker"})
+
+        async def running():
+            return (await (await client.get("/queue")).json())["queue_running"]
+
+        await wait_for(running, what="the blocker to run")
+        markers = {1000 + i for i in range(6)}
+        for i, marker in enumerate(sorted(markers)):
+            resp = await client.post("/prompt", json={"prompt": wf.show_sum(marker, 0), "prompt_id": f"p{i}"})
+            assert resp.status == 200
+        assert (await client.post("/queue", json={"delete": ["p0"]})).status == 200
+        assert (await client.post("/queue", json={"clear": True})).status == 200
+        gc.collect()
+        kept = [obj for obj in gc.get_objects() if type(obj) is ValidationResult
+                and any(node.inputs.get("value") in markers for node in obj.workflow.nodes.values())]
+        assert kept == []
+
+
+async def test_the_worker_validates_the_job_it_claims_not_the_one_submitted(env):
+    """A node type that goes away between submit and run (a plugin unloaded) fails the job, naming why."""
+    from tests.server.conftest import receive_json, until_done
+
+    async with served(env) as client:
+        ws = await client.ws_connect("/ws?clientId=v")
+        await receive_json(ws)
+        await client.post("/prompt", json={"prompt": wf.gated(), "prompt_id": "blocker", "client_id": "v"})
+
+        async def running():
+            return (await (await client.get("/queue")).json())["queue_running"]
+
+        await wait_for(running, what="the blocker to run")
+        resp = await client.post("/prompt", json={"prompt": wf.show_sum(1, 2), "prompt_id": "later", "client_id": "v"})
+        assert resp.status == 200
+        env.registry.remove_source("tests.support.testpack")
+        env.gate.set()
+        messages = await until_done(ws, "later")
+        (error,) = [m["data"] for m in messages if isinstance(m, dict) and m["type"] == "execution_error"]
+        assert "no longer validates" in error["exception_message"] and "IntConst" in error["exception_message"]
+        await ws.close()
+
+
 async def test_history_paging_delete_clear_and_unknown_ids(env):
     async with served(env) as client:
         ids = [await _run_to_end(client, wf.show_sum(i, 100), prompt_id=f"h{i}") for i in range(5)]

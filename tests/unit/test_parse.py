@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from graph import Link, RequestError, parse_api_workflow
-from graph.formats import detect_format, load_schema, parse_prompt_request
+from graph.documents import detect_format
+from graph.formats import load_schema, parse_prompt_request
 from graph.jsonio import loads_strict
 from graph.workflow import BadLink
 

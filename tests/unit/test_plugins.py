@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from graph import NodeFailed, NodeRegistry, parse_api_workflow
-from graph.plugins import PluginManager, check_requirements, discover, scan_node_names
+from plugins.manager import PluginManager
+from plugins.packs import discover, scan_node_names
+from plugins.requirements import check_requirements
 from tests.conftest import run_prompt
 from tests.support import testpack
 
@@ -115,7 +117,7 @@ def test_a_pack_that_fails_to_import_is_reported_and_its_nodes_named(tmp_path, f
     report = manager.reports["badpack"]
     assert report.status == "failed" and needle in report.error
     assert report.likely_nodes == ["BadSyntaxNode"] and report.traceback
-    assert not any("graph/plugins.py" in line for line in report.traceback)  # the loader's frames are cut
+    assert not any("plugins/manager.py" in line for line in report.traceback)  # the loader's frames are cut
     assert manager.reports["shout"].status == "loaded"  # the others still load
     validation = _validate(registry, {"1": {"class_type": "BadSyntaxNode", "inputs": {}}})
     issue = validation.node_errors["1"].errors[0]
@@ -174,7 +176,7 @@ def test_allow_list_disabled_and_skipped_entries(tmp_path):
     assert manager.reports["one"].status == "skipped" and "Shout" not in registry
     assert manager.reports["two"].status == "loaded"
     registry, manager = load(tmp_path, enabled=False)
-    assert manager.reports == {} and "Shout" not in registry and registry.plugins is manager
+    assert manager.reports == {} and "Shout" not in registry
 
 
 def test_web_directory_is_recorded_and_must_stay_inside_the_pack(tmp_path):
@@ -182,10 +184,10 @@ def test_web_directory_is_recorded_and_must_stay_inside_the_pack(tmp_path):
              "escape/__init__.py": "WEB_DIRECTORY = '..'\n", "webonly/__init__.py": "WEB_DIRECTORY = 'web'\n",
              "webonly/web/x.js": ""}
     registry, manager = load(tmp_path, files)
-    assert registry.web_dirs["webby"] == (tmp_path / "custom_nodes" / "webby" / "js").resolve()
+    assert manager.web_dirs["webby"] == (tmp_path / "custom_nodes" / "webby" / "js").resolve()
     assert manager.reports["webby"].to_json()["web_directory"] == "/extensions/webby"
-    assert "escape" not in registry.web_dirs and manager.reports["escape"].status == "failed"
-    assert manager.reports["webonly"].status == "loaded" and "webonly" in registry.web_dirs
+    assert "escape" not in manager.web_dirs and manager.reports["escape"].status == "failed"
+    assert manager.reports["webonly"].status == "loaded" and "webonly" in manager.web_dirs
 
 
 def test_reload_picks_up_changed_new_and_removed_packs(tmp_path, executor):
@@ -327,13 +329,17 @@ def test_build_registry_loads_plugins_only_when_asked(tmp_path):
     import main
 
     write(tmp_path, {"shout.py": V1_SINGLE})
+    from cli.args import make_parser
+
     settings = main.PluginSettings(dirs=(tmp_path,))
-    registry = main.build_registry(["tests.support.testpack"], plugins=settings)
-    assert "Shout" in registry and registry.plugins.reports["shout"].status == "loaded"
+    registry = main.build_registry(["tests.support.testpack"])
+    manager = main.load_plugins(registry, settings)
+    assert "Shout" in registry and manager.reports["shout"].status == "loaded"
     assert "Shout" not in main.build_registry(["tests.support.testpack"])
-    off = main.build_registry(["tests.support.testpack"], plugins=main.PluginSettings(enabled=False, dirs=(tmp_path,)))
+    off = main.build_registry(["tests.support.testpack"])
+    main.load_plugins(off, main.PluginSettings(enabled=False, dirs=(tmp_path,)))
     assert "Shout" not in off
-    args = main.make_parser().parse_args(["serve", "--disable-plugins", "--plugins-allow", "a", "b",
+    args = make_parser().parse_args(["serve", "--disable-plugins", "--plugins-allow", "a", "b",
                                           "--reload-plugins", "--plugins-dir", str(tmp_path)])
     plugin_settings = main.plugin_settings_from(args)
     assert not plugin_settings.enabled and plugin_settings.allow == ("a", "b") and plugin_settings.reload

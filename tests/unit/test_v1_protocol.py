@@ -1,4 +1,4 @@
-"""ComfyUI's V1 node protocol through graph.v1.adapt_v1 and the engine: one feature per test."""
+"""ComfyUI's V1 node protocol through plugins.comfy_v1.adapt_v1 and the engine: one feature per test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from graph import Executor, NodeRegistry, RecentRunsCache, parse_api_workflow
-from graph.v1 import V1Error, adapt_v1, input_spec
+from plugins.comfy_v1 import V1Error, adapt_v1, input_spec
 from tests.conftest import run_prompt
 from tests.support import testpack
 
@@ -269,7 +269,7 @@ def test_combo_lists_are_read_again_from_input_types(monkeypatch):
         "INPUT_TYPES": classmethod(lambda c: {"required": {"name": (list(files),)}}),
         "RETURN_TYPES": ("STRING",), "FUNCTION": "run", "run": lambda self, name: (name,)}))
     ex.registry.register(cls, source="plugin:tpack")
-    import graph.v1 as v1_module
+    import plugins.comfy_v1 as v1_module
 
     monkeypatch.setattr(v1_module, "LIVE_CHOICES_SECONDS", 0.0)
     assert ex.registry.object_info("Loader")["Loader"]["input"]["required"]["name"] == [["a.safetensors"]]

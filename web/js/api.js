@@ -74,6 +74,13 @@ class Api extends EventTarget {
   clearHistory() { return this.fetch("/history", { json: { clear: true } }); }
 
   /**
+   * POST /convert: the server's conversion of an editor workflow to an API prompt (the only converter).
+   * @param {object} workflow the editor JSON
+   * @returns {Promise<{prompt: Record<string, any>, warnings: string[]}>}
+   */
+  convertWorkflow(workflow) { return this.fetch("/convert", { json: { workflow } }); }
+
+  /**
    * POST /prompt.
    * @param {object} prompt API-format prompt @param {object} workflow the editor JSON, stored in the PNG
    * @returns {Promise<{prompt_id: string, number: number, node_errors: object}>}

@@ -84,9 +84,13 @@ function exportEditor() {
   download(`${safeName(current.name) || "workflow"}.json`, JSON.stringify(serializeGraph(), null, 2));
 }
 
-function exportApi() {
-  const { prompt } = graphToPrompt();
-  download(`${safeName(current.name) || "workflow"}_api.json`, JSON.stringify(prompt, null, 2));
+async function exportApi() {
+  try {
+    const { prompt } = await graphToPrompt();
+    download(`${safeName(current.name) || "workflow"}_api.json`, JSON.stringify(prompt, null, 2));
+  } catch (err) {
+    app.emit("toast", { text: `Could not convert the workflow: ${err.message}`, kind: "error" });
+  }
 }
 
 async function newWorkflow() {

@@ -16,7 +16,7 @@ import { addNodeAt, openPalette } from "./palette.js";
 import { installQueue, queueActions, refreshQueue, runGraph } from "./queue.js";
 import { parseObjectInfo } from "./schema.js";
 import { installShortcuts, showHelp } from "./shortcuts.js";
-import { knownColours, typeColour, typesCompatible } from "./types.js";
+import { knownColours, typesCompatible } from "./types.js";
 import { h, toast } from "./ui.js";
 import { history, installHistory } from "./undo.js";
 import { registerVirtualNodes } from "./virtual.js";
@@ -131,7 +131,7 @@ function createCanvas() {
     } else drawNode(node, ctx);
   };
 
-  // Subgraphs are not part of the API prompt yet: keep them out of the menus.
+  // Making subgraphs in the editor is not supported (workflows that contain them run): keep it out of the menus.
   const noSubgraph = (list) => list.filter((o) => !o || !/subgraph/i.test(String(o.content)));
   const nodeMenu = canvas.getNodeMenuOptions.bind(canvas);
   canvas.getNodeMenuOptions = (node) => noSubgraph(nodeMenu(node));
@@ -283,5 +283,3 @@ boot().catch((err) => {
   console.error(err);
   toast(`The editor failed to start: ${err.message}`, { kind: "error", timeout: 20000 });
 });
-
-export { typeColour };

@@ -23,12 +23,13 @@ export async function runGraph(count = 1) {
   clearAllErrors();
   for (let i = 0; i < count; i++) {
     const workflow = serializeGraph();
-    const { prompt, skipped } = graphToPrompt();
-    if (!Object.keys(prompt).length) {
-      app.emit("toast", { text: "Nothing to run: add an output node such as Save Image.", kind: "error" });
-      break;
-    }
+    let prompt, skipped;
     try {
+      ({ prompt, skipped } = await graphToPrompt(workflow));
+      if (!Object.keys(prompt).length) {
+        app.emit("toast", { text: "Nothing to run: add an output node such as Save Image.", kind: "error" });
+        break;
+      }
       const res = await api.queuePrompt(prompt, workflow);
       trackPrompt(res.prompt_id, prompt);
       ids.push(res.prompt_id);

@@ -93,21 +93,6 @@ export function parseObjectInfo(objectInfo) {
   return defs;
 }
 
-/**
- * The saved widget values of a node, in order: each widget input, and after a seed-like input its
- * control_after_generate value. `widgets_values[i]` belongs to `widgetSlots(def)[i]`.
- * @param {NodeDef} def @returns {{input: string, control: boolean}[]}
- */
-export function widgetSlots(def) {
-  const out = [];
-  for (const input of def.inputs) {
-    if (!input.widget) continue;
-    out.push({ input: input.name, control: false });
-    if (input.control) out.push({ input: input.name, control: true });
-  }
-  return out;
-}
-
 /** The default value of a widget input. @param {InputDef} input */
 export function defaultValue(input) {
   const o = input.options;

@@ -4,9 +4,10 @@
  */
 
 import { LiteGraph } from "../vendor/litegraph/litegraph.es.js";
+import { api } from "./api.js";
 import { app } from "./app.js";
 import { clearAllErrors } from "./nodes.js";
-import { workflowToPrompt } from "./toapi.js";
+import { VIRTUAL_TYPES } from "./virtual.js";
 
 const STORE_KEY = "sumie.workflow";
 const META_KEY = "sumie.workflowMeta";
@@ -29,9 +30,22 @@ export function serializeGraph() {
   return app.graph.serialize();
 }
 
-/** The API prompt of the open graph. */
-export function graphToPrompt() {
-  return workflowToPrompt(serializeGraph(), app.defs);
+/**
+ * The API prompt of an editor workflow (the open graph by default), converted by the server so the
+ * editor, POST /prompt and `main.py convert` share one converter (subgraphs, reroutes, primitives,
+ * muted and bypassed nodes). Nodes of a type this server does not know are left out and named in
+ * `skipped`; a workflow that cannot be converted rejects with the server's ApiError.
+ * @param {any} [workflow] editor JSON
+ * @returns {Promise<{prompt: Record<string, any>, skipped: string[], warnings: string[]}>}
+ */
+export async function graphToPrompt(workflow = serializeGraph()) {
+  const subgraphs = new Set((workflow.definitions?.subgraphs || []).map((s) => String(s.id)));
+  const known = (n) => app.defs.has(n.type) || VIRTUAL_TYPES.has(n.type) || subgraphs.has(String(n.type));
+  const nodes = workflow.nodes || [];
+  const skipped = nodes.filter((n) => !known(n)).map((n) => n.type);
+  const sent = skipped.length ? { ...workflow, nodes: nodes.filter(known) } : workflow;
+  const { prompt, warnings } = await api.convertWorkflow(sent);
+  return { prompt, skipped, warnings };
 }
 
 /**

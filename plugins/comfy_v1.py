@@ -13,27 +13,24 @@ A V1 class declares itself with class attributes (`INPUT_TYPES()`, `RETURN_TYPES
 - The function may return a tuple, `{"ui": ..., "result": ...}`, `{"result": ..., "expand": graph}`,
   or be `async def` (run on a per-thread event loop kept for plugin coroutines).
 
-While a V1 function runs, `current_context()` is its `NodeContext`: the compatibility layer
-(compat/) reports `ProgressBar` updates and interrupt checks through it. Torch-free.
+While a V1 function runs, `comfy_v1_runtime.current_context()` is its `NodeContext`: the
+compatibility layer (compat/) reports `ProgressBar` updates and interrupt checks through it. Torch-free.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import inspect
 import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import SchemaError
-from .limits import INT_MAX, INT_MIN
-from .node import Node, NodeContext, NodeResult
-from .schema import (
+from graph.errors import SchemaError
+from graph.limits import INT_MAX, INT_MIN
+from graph.node import Node, NodeContext, NodeResult
+from graph.schema import (
     HIDDEN_KINDS,
     BooleanInput,
     ComboInput,
@@ -45,7 +42,8 @@ from .schema import (
     OutputSpec,
     StringInput,
 )
-from .workflow import Link
+
+from .comfy_v1_runtime import DynamicPrompt, run_coroutine, running
 
 FLOAT_LIMIT = 1e18
 LIVE_CHOICES_SECONDS = 1.0  # how long one INPUT_TYPES() answer serves combo lists
@@ -53,83 +51,6 @@ LIVE_CHOICES_SECONDS = 1.0  # how long one INPUT_TYPES() answer serves combo lis
 
 class V1Error(SchemaError):
     """A V1 class whose declaration cannot be turned into a schema."""
-
-
-# -- the running node's context -----------------------------------------------------------------------
-_current: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("sumie_v1_ctx", default=None)
-_last_active: list[NodeContext] = []  # for threads a pack starts itself (context variables do not follow)
-
-
-def current_context() -> NodeContext | None:
-    """The context of the plugin node running now (in this thread, else the latest one still running)."""
-    ctx = _current.get()
-    if ctx is None and _last_active:
-        ctx = _last_active[-1]
-    return ctx
-
-
-@contextlib.contextmanager
-def running(ctx: NodeContext) -> Iterator[None]:
-    token = _current.set(ctx)
-    _last_active.append(ctx)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-        with contextlib.suppress(ValueError):
-            _last_active.remove(ctx)
-
-
-# -- coroutines -----------------------------------------------------------------------------------------
-_loops = threading.local()
-
-
-def run_coroutine(awaitable: Any) -> Any:
-    """Run an `async def` node function to completion from the (synchronous) run thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:  # called from inside a running loop: use a helper thread with its own loop
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["value"] = run_coroutine(awaitable)
-            except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
-
-        helper = threading.Thread(target=work, name="sumie-v1-async")
-        helper.start()
-        helper.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-    loop = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _loops.loop = asyncio.new_event_loop()  # kept: packs may cache loop-bound sessions
-    return loop.run_until_complete(awaitable)
-
-
-# -- DYNPROMPT ------------------------------------------------------------------------------------------
-class DynamicPrompt:
-    """A read-only view of the live graph (expansions included), shaped like ComfyUI's DYNPROMPT."""
-
-    def __init__(self, nodes: Mapping[str, Any]) -> None:
-        self._nodes = nodes
-
-    def has_node(self, node_id: str) -> bool:
-        return node_id in self._nodes
-
-    def all_node_ids(self) -> list[str]:
-        return list(self._nodes)
-
-    def get_node(self, node_id: str) -> dict[str, Any]:
-        node = self._nodes.get(node_id)
-        if node is None:
-            raise KeyError(f"node {node_id} is not in the prompt")
-        inputs = {k: [v.node_id, v.output_index] if type(v) is Link else v for k, v in node.inputs.items()}
-        return {"class_type": node.class_type, "inputs": inputs}
 
 
 # -- input specs ---------------------------------------------------------------------------------------
@@ -518,4 +439,4 @@ def adapt_v1(class_type: str, v1_cls: type, *, display_name: str | None = None, 
     return type(f"V1_{v1_cls.__name__}", (Node,), body)
 
 
-__all__ = ["DynamicPrompt", "V1Error", "adapt_v1", "current_context", "input_spec", "run_coroutine", "running"]
+__all__ = ["V1Error", "adapt_v1", "input_spec"]

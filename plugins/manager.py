@@ -1,4 +1,5 @@
-"""Plugin packs: discovery, loading, failure reporting, reloading and requirement checks.
+"""The plugin manager: loads packs (each import on its own thread, with a time limit), registers their
+nodes, reports what happened, and reloads changed packs between prompts.
 
 A pack is a folder in custom_nodes/ with an `__init__.py` (or a single `custom_nodes/name.py`). It
 speaks one (or both) of two protocols:
@@ -6,7 +7,7 @@ speaks one (or both) of two protocols:
 - Ours (`SUMIE_API = 1`): the module exposes `SUMIE_API = 1` and a `NODES` list of `graph.Node`
   classes, exactly like a built-in node module; optionally `WEB_DIRECTORY`.
 - ComfyUI's V1 protocol: `NODE_CLASS_MAPPINGS` (+ `NODE_DISPLAY_NAME_MAPPINGS`, `WEB_DIRECTORY`);
-  each class is adapted by `graph.v1.adapt_v1`.
+  each class is adapted by `plugins.comfy_v1.adapt_v1`.
 
 Nothing a pack does is fatal: a pack that fails to import (syntax error, missing dependency, an
 exception, an import that does not finish within `import_timeout`) is logged, kept in the report
@@ -17,32 +18,30 @@ registered, or whose name is taken (built-in names always win), is reported on i
 Packs are imported under their own module names (the folder name, or `sumie_pack_<name>` when that
 name is taken). ComfyUI packs import `folder_paths`, `comfy.*`, `server` and `nodes`; `compat`
 serves those names to pack modules only (see compat/__init__.py), so it is installed before a pack
-is imported. Torch-free: the engine never imports compat itself.
+is imported. Torch-free; the engine (graph/) never imports plugins/ or compat/: main.py wires them.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import logging
-import os
 import re
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from hashlib import blake2b
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import SchemaError
-from .node import Node
-from .registry import NodeRegistry
-from .schema import NodeSchema
-from .v1 import adapt_v1
+from graph.errors import SchemaError
+from graph.node import Node
+from graph.registry import NodeRegistry
+from graph.schema import NodeSchema
+
+from .comfy_v1 import adapt_v1
+from .packs import FAILED, LOADED, SKIPPED, TIMED_OUT, PackReport, PackSource, discover, scan_node_names, signature
 
 log = logging.getLogger("sumie.plugins")
 
@@ -51,144 +50,7 @@ SUPPORTED_APIS = frozenset({1})
 SOURCE_PREFIX = "plugin:"
 DEFAULT_IMPORT_TIMEOUT = 60.0
 DEFAULT_SLOW_SECONDS = 5.0
-_SCAN_MAX_FILES = 300
-_SCAN_MAX_BYTES = 2 * 1024 * 1024
-_SKIP_DIRS = frozenset({".git", "__pycache__", "node_modules", ".venv", "venv", "web", "js", "tests", "test"})
 _SAFE_MODULE = re.compile(r"[^0-9A-Za-z_]")
-
-LOADED, FAILED, SKIPPED, TIMED_OUT = "loaded", "failed", "skipped", "timed_out"
-
-
-@dataclass(kw_only=True)
-class PackReport:
-    """What happened to one pack; the JSON of GET /plugins."""
-
-    name: str
-    path: str
-    status: str = SKIPPED
-    protocol: str | None = None  # "sumie" | "comfy_v1" | "sumie+comfy_v1"
-    api_version: int | None = None
-    module: str | None = None
-    error: str | None = None
-    traceback: list[str] = field(default_factory=list)
-    nodes: list[str] = field(default_factory=list)
-    node_errors: dict[str, str] = field(default_factory=dict)  # node name -> why it was not registered
-    conflicts: dict[str, str] = field(default_factory=dict)  # node name -> who keeps it
-    likely_nodes: list[str] = field(default_factory=list)  # from a source scan, for a failed pack
-    web_directory: str | None = None
-    import_seconds: float = 0.0
-    slow: bool = False
-    signature: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "path": self.path, "status": self.status, "protocol": self.protocol,
-            "api_version": self.api_version, "module": self.module, "error": self.error,
-            "traceback": self.traceback, "nodes": self.nodes, "node_errors": self.node_errors,
-            "conflicts": self.conflicts, "likely_nodes": self.likely_nodes,
-            "web_directory": f"/extensions/{self.name}" if self.web_directory else None,
-            "import_seconds": round(self.import_seconds, 3), "slow": self.slow,
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class PackSource:
-    name: str
-    path: Path  # the folder, or the single .py file
-    init: Path  # the file to execute
-
-    @property
-    def is_package(self) -> bool:
-        return self.path.is_dir()
-
-
-def discover(dirs: Iterable[Path]) -> list[PackSource]:
-    """Packs in the plugin folders, sorted by name; `*.disabled` and hidden entries are skipped."""
-    found: dict[str, PackSource] = {}
-    for base in dirs:
-        base = Path(base)
-        if not base.is_dir():
-            continue
-        for entry in sorted(base.iterdir(), key=lambda p: p.name):
-            name = entry.name
-            if name.startswith((".", "__")) or name.endswith(".disabled"):
-                continue
-            if entry.is_dir() and (entry / "__init__.py").is_file():
-                source = PackSource(name=name, path=entry, init=entry / "__init__.py")
-            elif entry.is_file() and entry.suffix == ".py":
-                source = PackSource(name=entry.stem, path=entry, init=entry)
-            else:
-                continue
-            found.setdefault(source.name, source)
-    return sorted(found.values(), key=lambda s: s.name)
-
-
-def _py_files(source: PackSource) -> list[Path]:
-    if not source.is_package:
-        return [source.path]
-    files: list[Path] = []
-    for root, dirnames, filenames in os.walk(source.path):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        for fname in sorted(filenames):
-            if fname.endswith(".py"):
-                files.append(Path(root) / fname)
-                if len(files) >= _SCAN_MAX_FILES:
-                    return files
-    return files
-
-
-def signature(source: PackSource) -> str:
-    """Changes when any of the pack's Python files is added, removed or modified (for reloading)."""
-    h = blake2b(digest_size=8)
-    for path in _py_files(source):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        h.update(f"{path}:{st.st_mtime_ns}:{st.st_size};".encode("utf-8", "backslashreplace"))
-    return h.hexdigest()
-
-
-def scan_node_names(source: PackSource) -> list[str]:
-    """Node names a pack's source declares, without running it (for a pack that failed to import).
-
-    Finds the keys of `NODE_CLASS_MAPPINGS = {...}`, `NODE_CLASS_MAPPINGS["X"] = ...` and
-    `NODE_CLASS_MAPPINGS.update({...})`, and `node_type="X"` in our own schemas.
-    """
-    names: dict[str, None] = {}
-
-    def keys_of(node: ast.AST) -> None:
-        if isinstance(node, ast.Dict):
-            for key in node.keys:
-                if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                    names[key.value] = None
-
-    for path in _py_files(source):
-        try:
-            if path.stat().st_size > _SCAN_MAX_BYTES:
-                continue
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (OSError, SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Assign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
-                    if isinstance(target, ast.Name) and target.id == "NODE_CLASS_MAPPINGS" and node.value is not None:
-                        keys_of(node.value)
-                    elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
-                          and target.value.id == "NODE_CLASS_MAPPINGS" and isinstance(target.slice, ast.Constant)
-                          and isinstance(target.slice.value, str)):
-                        names[target.slice.value] = None
-            elif isinstance(node, ast.Call):
-                func = node.func
-                if (isinstance(func, ast.Attribute) and func.attr == "update" and isinstance(func.value, ast.Name)
-                        and func.value.id == "NODE_CLASS_MAPPINGS" and node.args):
-                    keys_of(node.args[0])
-                for kw in node.keywords:
-                    if kw.arg == "node_type" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
-                        names[kw.value.value] = None
-    return list(names)
 
 
 def _describe_import_error(exc: BaseException, pack: str) -> str:
@@ -231,12 +93,12 @@ class PluginManager:
         self.use_compat = compat
         self.compat_error: str | None = None
         self.reports: dict[str, PackReport] = {}
+        self.web_dirs: dict[str, Path] = {}  # pack name -> its WEB_DIRECTORY (served at /extensions/<pack>/)
         self.route_tables: list[Any] = []  # aiohttp RouteTableDefs packs filled (PromptServer.routes)
         self.server: Any = None  # set by the server: send(event, data, sid), client_id(), prompt_id()
         self._modules: dict[str, str] = {}  # pack name -> module name
         self._lock = threading.RLock()
         self._last_check = 0.0
-        registry.plugins = self
 
     # -- loading ---------------------------------------------------------------------------------
     def load_all(self) -> list[PackReport]:
@@ -411,7 +273,7 @@ class PluginManager:
                 report.node_errors["WEB_DIRECTORY"] = f"{web!r} leads outside the pack; not served"
             else:
                 report.web_directory = str(web_path)
-                self.registry.web_dirs[name] = web_path
+                self.web_dirs[name] = web_path
         if not protocols and report.web_directory is None:
             report.status = FAILED
             report.error = ("the pack exports no nodes: set SUMIE_API = 1 and a NODES list (or, for a ComfyUI "
@@ -488,118 +350,15 @@ class PluginManager:
 
     def _unload(self, name: str) -> None:
         self.registry.remove_source(SOURCE_PREFIX + name)
-        self.registry.web_dirs.pop(name, None)
+        self.web_dirs.pop(name, None)
         self.registry.failed_packs[:] = [p for p in self.registry.failed_packs if p.name != name]
         report = self.reports.get(name)
         if report is not None and report.module and report.status != TIMED_OUT:
             self._purge(report.module)
 
     # -- reporting ---------------------------------------------------------------------------------
-    def failed(self) -> list[PackReport]:
-        return [r for r in self.reports.values() if r.status in (FAILED, TIMED_OUT)]
-
     def to_json(self) -> dict[str, Any]:
         packs = [r.to_json() for r in sorted(self.reports.values(), key=lambda r: r.name)]
         return {"api_version": SUMIE_API, "enabled": self.enabled, "dirs": [str(d) for d in self.dirs],
                 "allow": sorted(self.allow) if self.allow is not None else None, "reload": self.auto_reload,
                 "compat_error": self.compat_error, "packs": packs}
-
-
-def load_plugins(registry: NodeRegistry, dirs: Sequence[Path], **options: Any) -> PluginManager:
-    """Build a manager for `registry`, load every pack of `dirs`, and return it (see PluginManager)."""
-    manager = PluginManager(registry, dirs, **options)
-    manager.load_all()
-    return manager
-
-
-# -- requirements --------------------------------------------------------------------------------------
-# Packages the engine depends on: a pack asking for another version of one of these is flagged.
-PROTECTED = {
-    "torch": "the engine's torch build (a different one may lose the GPU build or break every node)",
-    "torchvision": "pulls in its own torch build; the engine does not use torchvision",
-    "torchaudio": "pulls in its own torch build",
-    "numpy": "every image node uses numpy; another major version breaks compiled packages",
-    "diffusers": "the engine pins diffusers", "transformers": "the engine pins transformers",
-    "safetensors": "model loading", "aiohttp": "the server", "pillow": "image files",
-    "xformers": "built against one exact torch version",
-}
-
-
-@dataclass(frozen=True, kw_only=True)
-class RequirementCheck:
-    line: str
-    name: str | None
-    installed: str | None
-    action: str  # "ok" | "install" | "change" | "skip" (marker excludes it) | "unknown"
-    flagged: bool = False
-    note: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"line": self.line, "name": self.name, "installed": self.installed, "action": self.action,
-                "flagged": self.flagged, "note": self.note}
-
-
-def _installed_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def check_requirements(path: Path) -> list[RequirementCheck]:
-    """What installing a pack's requirements.txt would change here. Installs nothing."""
-    try:
-        from packaging.requirements import InvalidRequirement, Requirement
-        from packaging.utils import canonicalize_name
-    except ImportError:  # packaging is almost always present (pip, transformers need it)
-        Requirement = None  # type: ignore[assignment,misc]
-    req_file = path / "requirements.txt" if path.is_dir() else path.with_name("requirements.txt")
-    if not req_file.is_file():
-        return []
-    checks: list[RequirementCheck] = []
-    for raw in req_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("-"):
-            checks.append(RequirementCheck(line=line, name=None, installed=None, action="unknown",
-                                           note="pip option or nested file; not checked"))
-            continue
-        if Requirement is None:
-            checks.append(RequirementCheck(line=line, name=None, installed=None, action="unknown",
-                                           note="install 'packaging' to check versions"))
-            continue
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            checks.append(RequirementCheck(line=line, name=None, installed=None, action="unknown",
-                                           note="not a requirement pip understands the same way everywhere"))
-            continue
-        name = canonicalize_name(req.name)
-        installed = _installed_version(req.name)
-        why = PROTECTED.get(name, "")
-        if req.marker is not None and not req.marker.evaluate():
-            checks.append(RequirementCheck(line=line, name=name, installed=installed, action="skip",
-                                           note="not for this platform or Python"))
-            continue
-        if req.url:
-            action = "install" if installed is None else "change"
-            note = f"from {req.url}"
-        elif installed is None:
-            action, note = "install", f"not installed; pip would install {req.specifier or 'the latest'}"
-        elif req.specifier and not req.specifier.contains(installed, prereleases=True):
-            action, note = "change", f"installed {installed} does not satisfy {req.specifier}; pip would replace it"
-        else:
-            action, note = "ok", f"installed {installed} satisfies it"
-        flagged = bool(why) and action in ("install", "change")
-        if flagged:
-            note += f" — PROTECTED: {why}"
-        checks.append(RequirementCheck(line=line, name=name, installed=installed, action=action, flagged=flagged,
-                                       note=note))
-    return checks
-
-
-__all__ = ["PROTECTED", "SUMIE_API", "PackReport", "PackSource", "PluginManager", "RequirementCheck",
-           "check_requirements", "discover", "load_plugins", "scan_node_names", "signature"]
