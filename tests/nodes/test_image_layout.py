@@ -13,6 +13,7 @@ from graph import Folders
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
 from nodes.sd import image_layout as L
+from nodes.sd import image_transform as T
 
 from .test_latent_nodes import Engine
 
@@ -128,7 +129,7 @@ def test_bad_images_are_named_errors():
 
 
 def test_layout_through_the_engine(tmp_path: Path):
-    engine = Engine(tmp_path, I, L)
+    engine = Engine(tmp_path, I, T, L)
     g = GraphBuilder()
     img = g.node("EmptyImage", width=16, height=8, batch_size=3, color=0x00FF00)
     stitched = g.node("ImageStitch", image1=img, image2=img, direction="down", match_image_size=True,

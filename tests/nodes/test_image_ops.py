@@ -15,6 +15,7 @@ from graph import Folders
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
 from nodes.sd import image_ops as O
+from nodes.sd import image_transform as T
 
 from .test_latent_nodes import Engine
 
@@ -211,7 +212,7 @@ def test_scale_to_total_pixels_respects_the_pixel_limit():
 # ---------------------------------------------------------------------------------- engine, schemas
 
 def test_filters_run_through_the_engine(tmp_path: Path):
-    engine = Engine(tmp_path, I, O)
+    engine = Engine(tmp_path, I, T, O)
     g = GraphBuilder()
     red = g.node("EmptyImage", width=16, height=8, batch_size=1, color=0xFF0000)
     blue = g.node("EmptyImage", width=4, height=4, batch_size=1, color=0x0000FF)

@@ -14,6 +14,7 @@ import main
 from graph import Folders
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
+from nodes.sd import image_transform as T
 from nodes.sd import mask_nodes as M
 
 from .test_latent_nodes import Engine
@@ -207,7 +208,7 @@ def test_grow_mask_zero_and_large_expands():
 # ---------------------------------------------------------------------------------------- engine, schema
 
 def test_masks_through_the_engine(tmp_path: Path):
-    engine = Engine(tmp_path, I, M)
+    engine = Engine(tmp_path, I, T, M)
     g = GraphBuilder()
     solid = g.node("SolidMask", value=0.0, width=8, height=8)
     dot = g.node("SolidMask", value=1.0, width=2, height=2)
