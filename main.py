@@ -41,7 +41,7 @@ BUILTIN_NODE_MODULES = (
     "nodes.primitives", "nodes.utility",
     "nodes.sd.loaders", "nodes.sd.lora_nodes", "nodes.sd.text_encode", "nodes.sd.conditioning",
     "nodes.sd.sampler_nodes", "nodes.sd.custom_sampling",
-    "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image",
+    "nodes.sd.latent", "nodes.sd.vae", "nodes.sd.image", "nodes.sd.controlnet_nodes",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
