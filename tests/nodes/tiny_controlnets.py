@@ -136,5 +136,8 @@ def write_adapter(path: Path, adapter: T2IAdapter, layout: str = "original") -> 
                 key = re.sub(r"body\.(\d+)\.in_conv\.", lambda m: f"body.{2 * int(m[1])}.in_conv.", key)
             out[key] = value
         sd = out
-    save_file(sd, str(path))
+    if Path(path).suffix == ".pth":
+        torch.save(sd, path)
+    else:
+        save_file(sd, str(path))
     return path
