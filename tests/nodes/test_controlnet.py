@@ -202,3 +202,24 @@ def test_the_old_apply_node_controls_the_negative_side_too():
     assert out[0][1]["control"] is control and "control" not in out[1][1] and "control" not in negative[0][1]
     advanced = [["p", {"control": control, "control_apply_to_uncond": False}]]
     assert apply_to_uncond(advanced, negative) == negative
+
+
+def test_sdxl_controlnet_gets_the_sdxl_embeddings(tiny_file, tmp_path):
+    from diffusers import ControlNetModel
+
+    xl = load_checkpoint(tiny_file("sdxl"))
+    source = ControlNetModel.from_unet(xl.unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).eval()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    net = load_controlnet(write_controlnet(tmp_path / "xl.safetensors", source, "diffusers"))
+    width = xl.unet.config.cross_attention_dim
+    pooled = xl.unet.config.projection_class_embeddings_input_dim - 6 * 256
+    gen = torch.Generator().manual_seed(1)
+    cond, opts = torch.randn(1, 77, width, generator=gen), {"pooled_output": torch.randn(1, pooled, generator=gen)}
+    control = AppliedControl(net=net, hint=hint_image())
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    with_cn = sample(handle(xl), [[cond, {**opts, "control": control}]], [[cond * 0, {**opts, "control": control}]],
+                     latent, req(steps=3))["samples"]
+    plain = sample(handle(xl), [[cond, opts]], [[cond * 0, opts]], latent, req(steps=3))["samples"]
+    assert torch.isfinite(with_cn).all() and float((with_cn - plain).abs().max()) > 1e-3
