@@ -159,8 +159,16 @@ class Canny(Node):
         if low_threshold > high_threshold:
             raise ValueError(f"Canny: input 'low_threshold' ({low_threshold}) is above 'high_threshold' "
                              f"({high_threshold}); expected low <= high")
-        edges = canny(_hint(image, "Canny"), low_threshold, high_threshold)
-        return (edges.repeat(1, 3, 1, 1).movedim(1, -1).contiguous(),)
+        edges = canny(_hint(image, "Canny").to(_compute_device(ctx)), low_threshold, high_threshold)
+        return (edges.repeat(1, 3, 1, 1).movedim(1, -1).contiguous().cpu(),)
+
+
+def _compute_device(ctx: Any) -> torch.device:
+    """The model manager's device (a GPU when there is one); the CPU without a manager."""
+    try:
+        return ctx.service("models").device
+    except (AttributeError, KeyError, LookupError):
+        return torch.device("cpu")
 
 
 NODES = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, SetUnionControlNetType,
