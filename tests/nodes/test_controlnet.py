@@ -223,3 +223,15 @@ def test_sdxl_controlnet_gets_the_sdxl_embeddings(tiny_file, tmp_path):
                      latent, req(steps=3))["samples"]
     plain = sample(handle(xl), [[cond, opts]], [[cond * 0, opts]], latent, req(steps=3))["samples"]
     assert torch.isfinite(with_cn).all() and float((with_cn - plain).abs().max()) > 1e-3
+
+
+def test_inpainting_model_with_a_controlnet_gets_the_latent_without_its_extra_channels(tiny_file, conds, tmp_path):
+    inpaint = load_checkpoint(tiny_file("sd1_inpaint"))
+    control = AppliedControl(net=cn(tmp_path), hint=hint_image())
+    source = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1
+    latent = {"samples": source, "noise_mask": mask}
+    out = run(inpaint, conds, control, latent=latent, steps=3)
+    assert torch.allclose(out[..., :3], source[..., :3], atol=1e-5)
+    assert float((out - run(inpaint, conds, latent=latent, steps=3)).abs().max()) > 1e-3
