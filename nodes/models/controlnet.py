@@ -148,6 +148,9 @@ def load_controlnet(path: str | Path, *, dtype: torch.dtype | None = None, devic
         adapter = _materialise(lambda: T2IAdapter(**config), weights, what="T2I-Adapter", path=path, dtype=dtype,
                                device=device)
         return ControlNetHandle(kind="t2i_adapter", model=adapter, source=path)
+    if kind == "unknown" and any(k.startswith(("controlnet_blocks.", "controlnet_x_embedder.")) for k in sd):
+        raise ModelLoadError(path, "this ControlNet is for a transformer model (SD3, Flux, HunyuanDiT, ...); "
+                                   "expected an SD1, SD2 or SDXL ControlNet")
     if kind == "unknown":
         raise ModelLoadError(path, "not a ControlNet or T2I-Adapter: expected ControlNet keys (control_model.*, "
                                    "zero_convs.*, controlnet_cond_embedding.*), control-LoRA (lora_controlnet) or "
