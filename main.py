@@ -53,6 +53,7 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.latent_files",
     "nodes.sd.animated",
     "nodes.sd.image_transform",
+    "nodes.sd.controlnet_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"

@@ -234,6 +234,21 @@ class ModelManager:
         path = _resolved(path)
         return self._cached(op, [path], (), lambda: load(path))
 
+    def load_controlnet(self, path: str | Path, *, model: ModelHandle | None = None) -> Any:
+        """A CONTROL_NET (ControlNet, T2I-Adapter or control-LoRA) in the U-Net dtype; `model` is needed
+        only by "diff" ControlNets, whose weights are differences to that model's U-Net."""
+        from .controlnet import load_controlnet
+
+        path = _resolved(path)
+        base = None if model is None else model.unet
+
+        def load() -> tuple[Any, list[torch.nn.Module]]:
+            handle = load_controlnet(path, dtype=self.dtype, device=self.offload_device, base_unet=base)
+            handle = replace(handle, manager=self)
+            return handle, [handle.model] if handle.model is not None else []
+
+        return self._cached("controlnet", [path], (id(base),), load)
+
     def tokenizer(self, pad: PadStyle) -> Any:
         """The CLIP tokenizer for a padding style, built once from the shipped vocabulary."""
         with self._lock:

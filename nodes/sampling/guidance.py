@@ -2,7 +2,9 @@
 
 CONDITIONING is a list of `[tensor, options]` entries. Every entry active at the current noise level
 (`start_percent`/`end_percent`) is evaluated; entries with an `area` or `mask` apply only there, and
-all are blended by `strength`, weighted per pixel. Guidance then mixes the positive and negative
+all are blended by `strength`, weighted per pixel. Entries may carry per-step U-Net additions
+(ControlNets, T2I-Adapters: see `unet_additions`), prepared once per run and asked before each U-Net
+call for extra U-Net arguments. Guidance then mixes the positive and negative
 results: uncond + (cond - uncond) * cfg (the negative side is skipped at cfg = 1). The last
 unconditional estimate stays readable as `last_uncond` for CFG++ samplers.
 """
@@ -20,6 +22,9 @@ import torch.nn.functional as F
 from nodes.sd.conditioning import sdxl_time_ids
 from nodes.sd.handles import ModelHandle
 
+from .control import apply_to_uncond
+from .unet_additions import UNetCall, additions_of, merge_kwargs
+
 
 @dataclass
 class _Entry:
@@ -32,6 +37,7 @@ class _Entry:
     sigma_lo: float
     size: dict[str, Any]
     negative: bool
+    additions: tuple[Any, ...] = ()  # per-step U-Net additions (the "control" option)
 
 
 def _entries(conditioning: Sequence[Any], model: ModelHandle, x: torch.Tensor, device: torch.device,
@@ -61,7 +67,7 @@ def _entries(conditioning: Sequence[Any], model: ModelHandle, x: torch.Tensor, d
             sigma_hi=ms.percent_to_sigma(start), sigma_lo=ms.percent_to_sigma(end),
             size={k: opts[k] for k in ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
                                         "aesthetic_score") if k in opts},
-            negative=negative,
+            negative=negative, additions=additions_of(opts),
         ))
     return out
 
@@ -123,7 +129,11 @@ class Guider:
         self.dtype = dtype
         self.concat = concat  # inpainting models: extra input channels (mask + masked image latent)
         self.positive = _entries(positive, model, x, device, dtype)
+        if negative is not None:
+            negative = apply_to_uncond(positive, negative)
         self.negative = _entries(negative, model, x, device, dtype, negative=True) if negative is not None else []
+        self.prepared = {id(a): a.prepare(model, device=device, dtype=dtype)
+                         for e in self.positive + self.negative for a in e.additions}
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
         self.pixel_size = (x.shape[2] * 8, x.shape[3] * 8)
@@ -137,7 +147,7 @@ class Guider:
             return cond
         pos, neg = self._active(self.positive, sigma), self._active(self.negative, sigma)
         if len(pos) == 1 and len(neg) == 1 and _plain(pos[0]) and _plain(neg[0]) \
-                and pos[0].cond.shape[1:] == neg[0].cond.shape[1:]:
+                and pos[0].cond.shape[1:] == neg[0].cond.shape[1:] and pos[0].additions == neg[0].additions:
             cond, uncond = self._denoise(x, sigma, [pos[0], neg[0]]).chunk(2)  # one batched U-Net call
         else:
             cond, uncond = self._side(self.positive, x, sigma), self._side(self.negative, x, sigma)
@@ -186,7 +196,8 @@ class Guider:
         n = len(entries)
         sig = sigma.reshape(1).to(x.device, torch.float32)
         c_in = 1.0 / (sig**2 + 1.0) ** 0.5
-        model_in = x * c_in
+        scaled = x * c_in
+        model_in = scaled
         if self.concat is not None:
             extra = self.concat if region is None else self.concat[region]
             model_in = torch.cat([model_in, extra.to(model_in)], dim=1)
@@ -198,6 +209,11 @@ class Guider:
         if self.model.is_sdxl:
             added = [self._sdxl_added(e, batch) for e in entries]
             kwargs["added_cond_kwargs"] = {k: torch.cat([a[k] for a in added]) for k in added[0]}
+        if entries[0].additions:  # batched entries share their additions (see __call__)
+            call = UNetCall(x=(scaled.repeat(n, 1, 1, 1) if n > 1 else scaled).to(self.dtype), sigma=sig,
+                            timestep=timestep, context=cond, added_cond_kwargs=kwargs.get("added_cond_kwargs"),
+                            batched=n)
+            kwargs.update(merge_kwargs(self.prepared[id(a)].unet_kwargs(call) for a in entries[0].additions))
         out = self.model.unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
         out = out.float()
         xs = x.repeat(n, 1, 1, 1) if n > 1 else x

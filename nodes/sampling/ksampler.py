@@ -28,6 +28,7 @@ from .inpaint import inpaint_concat, mask_function
 from .noise import BrownianNoise, GaussianNoise, initial_noise
 from .samplers import BROWNIAN, Stepper, get_sampler
 from .schedules import schedule
+from .unet_additions import addition_modules
 
 ProgressFn = Callable[[int, int, Any], None]
 
@@ -145,7 +146,8 @@ def run_sampling(*, noise: NoiseSpec, guider: GuiderSpec, sampler: SamplerChoice
         return dict(latent), dict(latent)  # nothing to do (e.g. start_at_step >= end_at_step)
     model = guider.model
     manager = model.manager
-    placement = manager.use(model.unet) if manager is not None else nullcontext(None)
+    extra = addition_modules(guider.positive, guider.negative)  # ControlNets etc. join the U-Net on the device
+    placement = manager.use(model.unet, *extra) if manager is not None else nullcontext(None)
     with placement as device, patched(model.unet, model.patches, "unet"):
         if device is None:
             device = next(model.unet.parameters()).device
