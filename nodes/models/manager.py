@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from nodes.sampling.schedules import ModelSampling
-from nodes.sd.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, LatentFormat, ModelHandle, VaeHandle
+from nodes.base.errors import ModelLoadError
+from nodes.base.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, LatentFormat, ModelHandle, VaeHandle
+from nodes.base.model_sampling import ModelSampling
 
 from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
-from .errors import ModelLoadError
 from .tokenizer import PadStyle, load_clip_tokenizer
 
 log = logging.getLogger("sumie.models")

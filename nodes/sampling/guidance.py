@@ -17,8 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nodes.sd.conditioning import sdxl_time_ids
-from nodes.sd.handles import ModelHandle
+from nodes.base.handles import ModelHandle
+
+from .conditioning import sdxl_time_ids
 
 
 @dataclass

@@ -20,13 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nodes.base.handles import ModelHandle
 from nodes.models.patching import patched
-from nodes.sd.handles import ModelHandle
 
 from .guidance import Guider
 from .noise import BrownianNoise, GaussianNoise, initial_noise
-from .samplers import BROWNIAN, Stepper, get_sampler
+from .samplers import BROWNIAN, get_sampler
 from .schedules import schedule
+from .steps import Stepper
 
 ProgressFn = Callable[[int, int, Any], None]
 

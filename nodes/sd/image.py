@@ -38,10 +38,10 @@ from graph import (
     StringInput,
 )
 from graph.errors import InputError
-from graph.limits import Limits
+from graph.limits import MAX_RESOLUTION, Limits
 from graph.node import Folders
 from graph.paths import UnsafePathError, atomic_write, check_name, safe_join, split_prefix, unique_output_path
-from nodes.sd.latent import CROP_METHODS, MAX_RESOLUTION, check_pixels, resize_nchw
+from nodes.sd.latent import CROP_METHODS, check_pixels, resize_nchw
 from nodes.sd.png_meta import build_png_info
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".mpo",

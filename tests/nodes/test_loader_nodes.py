@@ -13,8 +13,9 @@ from graph import (
     Folders,
 )
 from graph.builder import GraphBuilder
-from nodes.sd import folders, loaders
-from nodes.sd.folders import ModelPathError, files_of, list_files, resolve
+from nodes.base import folders
+from nodes.base.folders import ModelPathError, files_of, list_files, resolve
+from nodes.sd import loaders
 from tests.support.sd_engine import SdEngine
 
 from .tiny_models import clip_to_ldm, open_clip_to_ldm, tiny_models, vae_to_ldm, write_component

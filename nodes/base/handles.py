@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from nodes.sampling.schedules import ModelSampling
+from nodes.base.model_sampling import ModelSampling
 
 # Latent -> RGB projections for cheap previews while sampling (4 latent channels -> 3 colours).
 SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodes.models.errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
 
 WEIGHT_EXTENSIONS = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"})
 
