@@ -54,8 +54,12 @@ def check_name(name: str, *, what: str = "path") -> list[str]:
     return components
 
 
-def _contained(root_real: str, candidate: str) -> bool:
-    return candidate == root_real or candidate.startswith(root_real.rstrip(os.sep) + os.sep)
+def is_inside(real: str, real_root: str) -> bool:
+    """Whether the resolved path `real` is `real_root` or lies below it (both already realpath'd).
+
+    The one containment test for every folder a name may not leave: nodes, server and plugin shim.
+    """
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 def safe_join(root: str | os.PathLike[str], *parts: str, file: bool = True) -> Path:
@@ -77,7 +81,7 @@ def safe_join(root: str | os.PathLike[str], *parts: str, file: bool = True) -> P
     root_path = Path(root)
     root_real = os.path.realpath(root_path)
     candidate = os.path.realpath(os.path.join(root_real, *components))
-    if not _contained(root_real, candidate):
+    if not is_inside(candidate, root_real):
         raise UnsafePathError(f"{'/'.join(components)!r} resolves outside its folder (through a symlink)")
     return root_path.joinpath(*components)
 
