@@ -18,8 +18,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .files import PathError, list_files, resolve_file
-from .jobs import dumps
 from .state import STATE, ServerState, state_of
+from .wire import dumps
 
 log = logging.getLogger("sumie.plugins.server")
 

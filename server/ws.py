@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .jobs import dumps
+from .wire import dumps
 
 log = logging.getLogger("sumie.ws")
 
