@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from graph.node import KIND_FOLDERS
-from graph.paths import UnsafePathError, check_name, is_inside, next_counter, safe_join, split_prefix
+from graph.paths import (
+    UnsafePathError,
+    check_name,
+    next_counter,
+    safe_join,
+    split_annotation,
+    split_prefix,
+    walk_inside,
+)
 
 from . import _runtime
 
@@ -119,36 +127,22 @@ def filter_files_extensions(files: Any, extensions: Any) -> list[str]:
 
 def recursive_search(directory: str, excluded_dir_names: Any = None) -> tuple[list[str], dict[str, float]]:
     """Relative posix names of the files under `directory` (symlinks leaving it are skipped), and mtimes."""
-    root = os.path.realpath(directory)
     excluded = set(excluded_dir_names or ())
-    files: list[str] = []
     dirs: dict[str, float] = {}
-    if not os.path.isdir(root):
-        return files, dirs
-    seen: set[str] = set()
-    stack = [("", root)]
-    while stack:
-        rel, real_dir = stack.pop()
-        if real_dir in seen:
-            continue
-        seen.add(real_dir)
+
+    def enter(rel: str, real: str) -> bool:
+        if rel.rsplit("/", 1)[-1] in excluded:
+            return False
         try:
-            dirs[real_dir] = os.path.getmtime(real_dir)
-            entries = list(os.scandir(real_dir))
+            dirs[real] = os.path.getmtime(real)
         except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            real = os.path.realpath(entry.path)
-            if not is_inside(real, root):
-                continue
-            if os.path.isdir(real):
-                if entry.name not in excluded:
-                    stack.append((f"{rel}{entry.name}/", real))
-            elif os.path.isfile(real):
-                files.append(f"{rel}{entry.name}")
-    return files, dirs
+            return False
+        return True
+
+    root = os.path.realpath(directory)
+    if not os.path.isdir(root) or not enter("", root):
+        return [], dirs
+    return [rel for rel, real in walk_inside(root, enter=enter) if os.path.isfile(real)], dirs
 
 
 def get_filename_list(folder_name: str) -> list[str]:
@@ -185,10 +179,8 @@ def get_full_path_or_raise(folder_name: str, filename: str) -> str:
 
 
 def annotated_filepath(name: str) -> tuple[str, str | None]:
-    for suffix, kind in ((" [output]", "output"), (" [input]", "input"), (" [temp]", "temp")):
-        if name.endswith(suffix):
-            return name[: -len(suffix)], _folder(kind)
-    return name, None
+    plain, kind = split_annotation(name)
+    return (plain, _folder(kind)) if plain != name else (name, None)
 
 
 def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from graph import paths
 from graph.node import KIND_FOLDERS, MODEL_KINDS
-from graph.paths import UnsafePathError, is_inside
+from graph.paths import UnsafePathError, is_inside, walk_inside
 from nodes.base.errors import ModelLoadError
 
 WEIGHT_EXTENSIONS = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft"})
@@ -41,36 +41,11 @@ def _is_diffusers_folder(path: str) -> bool:
 
 def _walk(base: Path, *, folders_as_models: bool) -> list[str]:
     """Relative posix names of weight files under base (and diffusers folders when asked)."""
-    real_root = os.path.realpath(base)
-    if not os.path.isdir(real_root):
-        return []
-    found: list[str] = []
-    seen: set[str] = set()
-    stack = [("", real_root)]
-    while stack:
-        rel_dir, real_dir = stack.pop()
-        if real_dir in seen:  # a symlink loop inside the folder
-            continue
-        seen.add(real_dir)
-        try:
-            entries = sorted(os.scandir(real_dir), key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            rel = f"{rel_dir}{entry.name}"
-            real = os.path.realpath(entry.path)
-            if not is_inside(real, real_root):
-                continue  # a symlink leading outside: never listed, never loaded
-            if os.path.isdir(real):
-                if folders_as_models and _is_diffusers_folder(real):
-                    found.append(rel)
-                else:
-                    stack.append((rel + "/", real))
-            elif os.path.splitext(entry.name)[1].lower() in WEIGHT_EXTENSIONS and os.path.isfile(real):
-                found.append(rel)
-    return found
+    def enter(rel: str, real: str) -> bool:
+        return not (folders_as_models and _is_diffusers_folder(real))
+
+    return [rel for rel, real in walk_inside(base, enter=enter)
+            if os.path.isdir(real) or (os.path.splitext(rel)[1].lower() in WEIGHT_EXTENSIONS and os.path.isfile(real))]
 
 
 def list_files(folders: Any, kind: str) -> list[str]:

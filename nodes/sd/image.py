@@ -40,7 +40,15 @@ from graph import (
 from graph.errors import InputError
 from graph.limits import MAX_RESOLUTION, Limits
 from graph.node import Folders
-from graph.paths import UnsafePathError, atomic_write, check_name, safe_join, split_prefix, unique_output_path
+from graph.paths import (
+    UnsafePathError,
+    atomic_write,
+    check_name,
+    safe_join,
+    split_annotation,
+    split_prefix,
+    unique_output_path,
+)
 from nodes.sd.latent import CROP_METHODS, check_pixels, resize_nchw
 from nodes.sd.png_meta import build_png_info
 
@@ -50,8 +58,6 @@ IMAGE_UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczo
 CHANNELS = ("alpha", "red", "green", "blue")
 # Decoding limit for LoadImage (width x height summed over frames); the engine's default max_pixels.
 MAX_LOAD_PIXELS = Limits().max_pixels
-# "name.png [output]": the editor's way of naming a file in another folder (ComfyUI's annotation).
-_ANNOTATIONS = (" [input]", " [output]", " [temp]")
 
 log = logging.getLogger("sumie.nodes.image")
 
@@ -70,14 +76,6 @@ def list_input_images(folders: Folders | None) -> list[str]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(names)
-
-
-def split_annotation(name: str) -> tuple[str, str]:
-    """`"x.png [output]"` -> `("x.png", "output")`; unannotated names are in the input folder."""
-    for tag in _ANNOTATIONS:
-        if name.endswith(tag):
-            return name[: -len(tag)], tag.strip(" []")
-    return name, "input"
 
 
 def resolve_image(folders: Folders | None, name: str) -> Path:
