@@ -15,15 +15,6 @@ from .steps import Denoiser, SamplerFn, Stepper, adams_bashforth, ancestral_step
 
 
 @torch.no_grad()
-def euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        s.step(i, x, denoised)
-        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-@torch.no_grad()
 def euler_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper,
                     eta: float = 1.0) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
@@ -31,9 +22,14 @@ def euler_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: S
         s.step(i, x, denoised)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        if float(sigmas[i + 1]) > 0:
+        if eta and float(sigmas[i + 1]) > 0:
             x = x + s.noise(sigmas[i], sigmas[i + 1]) * sigma_up
     return x
+
+
+def euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
+    """Euler is the ancestral method without noise: each step goes all the way down to sigma_next."""
+    return euler_ancestral(model, x, sigmas, s, eta=0.0)
 
 
 @torch.no_grad()
@@ -53,22 +49,6 @@ def heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> 
 
 
 @torch.no_grad()
-def dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        s.step(i, x, denoised)
-        d = to_d(x, sigmas[i], denoised)
-        if float(sigmas[i + 1]) == 0:
-            x = x + d * (sigmas[i + 1] - sigmas[i])
-        else:
-            sigma_mid = sigmas[i].log().lerp(sigmas[i + 1].log(), 0.5).exp()
-            x_2 = x + d * (sigma_mid - sigmas[i])
-            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
-            x = x + d_2 * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-@torch.no_grad()
 def dpm_2_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper,
                     eta: float = 1.0) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
@@ -83,8 +63,14 @@ def dpm_2_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: S
             x_2 = x + d * (sigma_mid - sigmas[i])
             d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
             x = x + d_2 * (sigma_down - sigmas[i])
-            x = x + s.noise(sigmas[i], sigmas[i + 1]) * sigma_up
+            if eta:
+                x = x + s.noise(sigmas[i], sigmas[i + 1]) * sigma_up
     return x
+
+
+def dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
+    """DPM-Solver-2 (midpoint in log-sigma) is its ancestral form without noise."""
+    return dpm_2_ancestral(model, x, sigmas, s, eta=0.0)
 
 
 def lms(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper, order: int = 4) -> torch.Tensor:
