@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
-
-from .conditioning import sdxl_time_ids
+from nodes.sampling.conditioning import sdxl_time_ids
 
 
 @dataclass
