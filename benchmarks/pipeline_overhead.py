@@ -49,10 +49,11 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
 
     import main
     from graph import Executor, Folders, RecentRunsCache, RunRequest, parse_api_workflow
+    from nodes.base.model_sampling import ModelSampling
     from nodes.models import load_clip_tokenizer
     from nodes.models.manager import ModelManager
     from nodes.models.random_checkpoint import write_random_checkpoint
-    from nodes.sampling.schedules import ModelSampling, schedule
+    from nodes.sampling.schedules import schedule
 
     pixels = 256
     folders = Folders.under(root / size_name)

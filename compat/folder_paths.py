@@ -12,23 +12,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from graph.paths import UnsafePathError, check_name, next_counter, safe_join, split_prefix
+from graph.node import KIND_FOLDERS
+from graph.paths import (
+    UnsafePathError,
+    check_name,
+    next_counter,
+    safe_join,
+    split_annotation,
+    split_prefix,
+    walk_inside,
+)
 
 from . import _runtime
 
 supported_pt_extensions: set[str] = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
-# Kind -> subfolders of models/ (the first one is where new files go), as ComfyUI names them.
-STANDARD_KINDS: dict[str, tuple[str, ...]] = {
-    "checkpoints": ("checkpoints",), "configs": ("configs",), "loras": ("loras",), "vae": ("vae",),
-    "text_encoders": ("text_encoders", "clip"), "clip": ("clip", "text_encoders"),
-    "diffusion_models": ("diffusion_models", "unet"), "unet": ("unet", "diffusion_models"),
-    "clip_vision": ("clip_vision",), "style_models": ("style_models",), "embeddings": ("embeddings",),
-    "diffusers": ("diffusers",), "vae_approx": ("vae_approx",), "controlnet": ("controlnet", "t2i_adapter"),
-    "gligen": ("gligen",), "upscale_models": ("upscale_models",), "hypernetworks": ("hypernetworks",),
-    "photomaker": ("photomaker",), "classifiers": ("classifiers",), "model_patches": ("model_patches",),
-    "audio_encoders": ("audio_encoders",),
-}
 _CONFIG_EXTENSIONS = {".yaml"}
 
 # kind -> ([folders], {extensions}); packs read and extend it (add_model_folder_path does too).
@@ -40,7 +38,7 @@ _overrides: dict[str, str] = {}
 def refresh() -> None:
     """Point the standard kinds at the current models folder; kinds and paths packs added are kept."""
     models = Path(_runtime.folders().models)
-    for kind, subs in STANDARD_KINDS.items():
+    for kind, subs in KIND_FOLDERS.items():
         fresh = [str(models / sub) for sub in subs]
         old = _standard_paths.get(kind, [])
         entry = folder_names_and_paths.get(kind)
@@ -127,42 +125,24 @@ def filter_files_extensions(files: Any, extensions: Any) -> list[str]:
     return sorted(f for f in files if not exts or os.path.splitext(f)[1].lower() in exts)
 
 
-def _inside(real: str, root: str) -> bool:
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def recursive_search(directory: str, excluded_dir_names: Any = None) -> tuple[list[str], dict[str, float]]:
     """Relative posix names of the files under `directory` (symlinks leaving it are skipped), and mtimes."""
-    root = os.path.realpath(directory)
     excluded = set(excluded_dir_names or ())
-    files: list[str] = []
     dirs: dict[str, float] = {}
-    if not os.path.isdir(root):
-        return files, dirs
-    seen: set[str] = set()
-    stack = [("", root)]
-    while stack:
-        rel, real_dir = stack.pop()
-        if real_dir in seen:
-            continue
-        seen.add(real_dir)
+
+    def enter(rel: str, real: str) -> bool:
+        if rel.rsplit("/", 1)[-1] in excluded:
+            return False
         try:
-            dirs[real_dir] = os.path.getmtime(real_dir)
-            entries = list(os.scandir(real_dir))
+            dirs[real] = os.path.getmtime(real)
         except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            real = os.path.realpath(entry.path)
-            if not _inside(real, root):
-                continue
-            if os.path.isdir(real):
-                if entry.name not in excluded:
-                    stack.append((f"{rel}{entry.name}/", real))
-            elif os.path.isfile(real):
-                files.append(f"{rel}{entry.name}")
-    return files, dirs
+            return False
+        return True
+
+    root = os.path.realpath(directory)
+    if not os.path.isdir(root) or not enter("", root):
+        return [], dirs
+    return [rel for rel, real in walk_inside(root, enter=enter) if os.path.isfile(real)], dirs
 
 
 def get_filename_list(folder_name: str) -> list[str]:
@@ -199,10 +179,8 @@ def get_full_path_or_raise(folder_name: str, filename: str) -> str:
 
 
 def annotated_filepath(name: str) -> tuple[str, str | None]:
-    for suffix, kind in ((" [output]", "output"), (" [input]", "input"), (" [temp]", "temp")):
-        if name.endswith(suffix):
-            return name[: -len(suffix)], _folder(kind)
-    return name, None
+    plain, kind = split_annotation(name)
+    return (plain, _folder(kind)) if plain != name else (name, None)
 
 
 def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:

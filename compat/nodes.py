@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from . import _runtime
+from graph.limits import MAX_RESOLUTION
 
-MAX_RESOLUTION = 16384
+from . import _runtime
 
 _facades: dict[tuple[str, int], type] = {}
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1  # seeds use the full unsigned 64-bit range
+MAX_RESOLUTION = 16384  # the largest width/height a size input accepts (ComfyUI's nodes.MAX_RESOLUTION)
 
 
 @dataclass(frozen=True, kw_only=True)

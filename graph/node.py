@@ -70,7 +70,10 @@ class InterruptToken:
 
 @dataclass(frozen=True, kw_only=True)
 class Folders:
-    """Where a node may read and write files; every path a node builds must stay inside one of these."""
+    """Where a node may read and write files; every path a node builds must stay inside one of these.
+
+    `models` holds one subfolder per model kind (KIND_FOLDERS).
+    """
 
     models: Path
     input: Path
@@ -82,6 +85,22 @@ class Folders:
     def under(cls, root: Path) -> Folders:
         return cls(models=root / "models", input=root / "input", output=root / "output", temp=root / "temp",
                    user=root / "user")
+
+
+# Model kind -> its subfolders of models/, as ComfyUI names them; the first is where new files go, and
+# legacy and new names share files (clip <-> text_encoders, unet <-> diffusion_models). The loaders'
+# combos, the plugin shim's folder_paths and the server's /models all read this table.
+KIND_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints",), "configs": ("configs",), "loras": ("loras",), "vae": ("vae",),
+    "text_encoders": ("text_encoders", "clip"), "clip": ("clip", "text_encoders"),
+    "diffusion_models": ("diffusion_models", "unet"), "unet": ("unet", "diffusion_models"),
+    "clip_vision": ("clip_vision",), "style_models": ("style_models",), "embeddings": ("embeddings",),
+    "diffusers": ("diffusers",), "vae_approx": ("vae_approx",), "controlnet": ("controlnet", "t2i_adapter"),
+    "gligen": ("gligen",), "upscale_models": ("upscale_models",), "hypernetworks": ("hypernetworks",),
+    "photomaker": ("photomaker",), "classifiers": ("classifiers",), "model_patches": ("model_patches",),
+    "audio_encoders": ("audio_encoders",),
+}
+MODEL_KINDS = tuple(KIND_FOLDERS)
 
 
 ProgressFn = Callable[[float, float, Any], None]

@@ -14,7 +14,7 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -54,8 +54,48 @@ def check_name(name: str, *, what: str = "path") -> list[str]:
     return components
 
 
-def _contained(root_real: str, candidate: str) -> bool:
-    return candidate == root_real or candidate.startswith(root_real.rstrip(os.sep) + os.sep)
+def is_inside(real: str, real_root: str) -> bool:
+    """Whether the resolved path `real` is `real_root` or lies below it (both already realpath'd).
+
+    The one containment test for every folder a name may not leave: nodes, server and plugin shim.
+    """
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def walk_inside(root: str | os.PathLike[str], *,
+                enter: Callable[[str, str], bool] | None = None) -> Iterator[tuple[str, str]]:
+    """(relative posix name, real path) of everything below `root` that is not a folder walked into.
+
+    Hidden names are skipped; a symlink is followed only while its target stays inside the root
+    (one leading outside is never listed), a symlink loop is walked once and an unreadable folder
+    is passed over. A folder is walked into when `enter(rel, real)` says so (by default always);
+    one that is not is yielded like a file.
+    """
+    real_root = os.path.realpath(root)
+    if not os.path.isdir(real_root):
+        return
+    seen: set[str] = set()
+    stack = [("", real_root)]
+    while stack:
+        rel_dir, real_dir = stack.pop()
+        if real_dir in seen:
+            continue
+        seen.add(real_dir)
+        try:
+            entries = sorted(os.scandir(real_dir), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{rel_dir}{entry.name}"
+            real = os.path.realpath(entry.path)
+            if not is_inside(real, real_root):
+                continue
+            if os.path.isdir(real) and (enter is None or enter(rel, real)):
+                stack.append((rel + "/", real))
+            else:
+                yield rel, real
 
 
 def safe_join(root: str | os.PathLike[str], *parts: str, file: bool = True) -> Path:
@@ -77,9 +117,21 @@ def safe_join(root: str | os.PathLike[str], *parts: str, file: bool = True) -> P
     root_path = Path(root)
     root_real = os.path.realpath(root_path)
     candidate = os.path.realpath(os.path.join(root_real, *components))
-    if not _contained(root_real, candidate):
+    if not is_inside(candidate, root_real):
         raise UnsafePathError(f"{'/'.join(components)!r} resolves outside its folder (through a symlink)")
     return root_path.joinpath(*components)
+
+
+# "name.png [output]": the editor's way of naming a file in another folder (ComfyUI's annotation).
+_ANNOTATIONS = (" [input]", " [output]", " [temp]")
+
+
+def split_annotation(name: str) -> tuple[str, str]:
+    """`"x.png [output]"` -> `("x.png", "output")`; unannotated names are in the input folder."""
+    for tag in _ANNOTATIONS:
+        if name.endswith(tag):
+            return name[: -len(tag)], tag.strip(" []")
+    return name, "input"
 
 
 @dataclass(frozen=True, kw_only=True)

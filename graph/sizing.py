@@ -1,7 +1,8 @@
-"""Footprint estimates for cached values, by duck typing so the engine never imports torch."""
+"""Memory sizes without torch: footprints of cached values (by duck typing) and the machine's RAM."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -39,3 +40,21 @@ def estimate_size(value: Any) -> int:
         else:
             total += sys.getsizeof(v)
     return total
+
+
+def system_memory() -> tuple[int | None, int | None]:
+    """Total and available RAM in bytes (None when the platform cannot tell), without psutil.
+
+    /proc/meminfo's MemAvailable counts reclaimable page cache, which the free-page count does not.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:2]}
+        return info.get("MemTotal"), info.get("MemAvailable", info.get("MemFree"))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        return page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None, None

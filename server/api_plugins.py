@@ -18,8 +18,8 @@ from aiohttp import web
 
 from .api_files import static_response
 from .files import PathError, list_files, resolve_file
-from .jobs import dumps
 from .state import STATE, ServerState, state_of
+from .wire import dumps
 
 log = logging.getLogger("sumie.plugins.server")
 

@@ -16,9 +16,10 @@ from graph.documents import ConversionFailed, prompt_request_from
 from graph.errors import Issue, RequestError
 from graph.ui_workflow import Conversion, convert_ui_workflow, is_ui_workflow
 
-from .jobs import DONE, ERROR, INTERRUPTED, PENDING, RUNNING, SUCCESS, Job, wire_number
+from .jobs import DONE, ERROR, INTERRUPTED, PENDING, RUNNING, SUCCESS, Job
 from .security import error_response, read_json, require_object
 from .state import ServerState, state_of
+from .wire import wire_number
 
 _PROMPT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _BIG_GRAPH = 2000  # nodes; validating more than this moves off the event loop

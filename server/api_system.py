@@ -11,16 +11,15 @@ from typing import Any
 from aiohttp import web
 
 from graph.formats import SCHEMA_NAMES, load_schema
+from graph.node import MODEL_KINDS
+from graph.sizing import system_memory
 
 from .files import PathError, list_files
 from .security import read_json, require_object
 from .state import ServerState, state_of
 
 VERSION = "0.1.0"
-# The model folder kinds clients expect (ComfyUI's names), plus any other folder found under models/.
-MODEL_KINDS = ("checkpoints", "loras", "vae", "controlnet", "upscale_models", "embeddings", "clip", "unet",
-               "clip_vision", "diffusion_models", "text_encoders", "style_models", "gligen", "hypernetworks",
-               "vae_approx", "photomaker", "configs")
+# The model folder kinds clients expect (graph.node.MODEL_KINDS), plus any other folder found under models/.
 MODEL_EXTENSIONS = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".yaml"})
 
 
@@ -30,24 +29,9 @@ async def get_object_info(request: web.Request) -> web.Response:
     return web.json_response(registry.object_info(node_class) if node_class else registry.object_info())
 
 
-def _memory() -> tuple[int | None, int | None]:
-    """Total and available RAM in bytes, without psutil."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:2]}
-        return info.get("MemTotal"), info.get("MemAvailable", info.get("MemFree"))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        return page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None, None
-
-
 async def get_system_stats(request: web.Request) -> web.Response:
     state = state_of(request)
-    total, free = _memory()
+    total, free = system_memory()
     system: dict[str, Any] = {
         "os": sys.platform if os.name != "nt" else "nt", "ram_total": total, "ram_free": free,
         "comfyui_version": VERSION, "sumie_version": VERSION, "python_version": sys.version,

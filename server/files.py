@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from graph.paths import UnsafePathError, atomic_write, check_name
+from graph.paths import UnsafePathError, atomic_write, check_name, is_inside
 
 FOLDER_TYPES = ("output", "input", "temp")
 _RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
@@ -69,7 +69,7 @@ def contained(root: Path, parts: list[str]) -> Path:
     """root/parts with symlinks resolved; PathError(403) when that lands outside root."""
     real_root = os.path.realpath(root)
     target = os.path.realpath(os.path.join(real_root, *parts))
-    if target != real_root and os.path.commonpath([real_root, target]) != real_root:
+    if not is_inside(target, real_root):
         raise PathError("the path leads outside its folder (through a symbolic link)", status=403)
     return Path(target)
 
@@ -143,7 +143,7 @@ def list_files(root: Path, *, recurse: bool) -> list[Path]:
                 continue
             full = os.path.join(dirpath, fname)
             real = os.path.realpath(full)
-            if os.path.commonpath([real_root, real]) != real_root or not os.path.isfile(real):
+            if not is_inside(real, real_root) or not os.path.isfile(real):
                 continue
             found.append(Path(os.path.relpath(full, real_root)))
     return found

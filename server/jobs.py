@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -17,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .wire import dumps, wire_number
 
 log = logging.getLogger("sumie.jobs")
 
@@ -49,30 +50,6 @@ CREATE INDEX IF NOT EXISTS jobs_done ON jobs(done_seq);
 
 _COLUMNS = ("prompt_id, number, state, status, attempts, client_id, digest, prompt, extra_data, "
             "outputs_to_execute, outputs, messages, created, started, finished")
-
-
-def dumps(value: Any) -> str:
-    """JSON text for storage and the wire: never NaN/Infinity, odd objects rendered as strings."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return json.dumps(_json_safe(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return repr(value)
-
-
-def wire_number(number: float) -> int | float:
-    return int(number) if float(number).is_integer() else number
 
 
 @dataclass(kw_only=True)

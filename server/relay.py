@@ -30,7 +30,7 @@ from graph.events import (
     RunStarted,
 )
 
-from .jobs import dumps
+from .wire import dumps
 
 log = logging.getLogger("sumie.relay")
 

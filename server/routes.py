@@ -31,6 +31,10 @@ class Route:
     responses: tuple[int, ...] = (200,)
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document(ROUTES))
+
+
 ROUTES: tuple[Route, ...] = (
     Route(method="POST", path="/prompt", handler=queue.post_prompt, tag="queue", body="PromptRequest",
           responses=(200, 400, 409, 413, 429),
@@ -98,7 +102,7 @@ ROUTES: tuple[Route, ...] = (
           api=False, responses=(200, 404), summary="A file of a plugin's web folder."),
     Route(method="GET", path="/plugins", handler=plugins.get_plugins, tag="nodes",
           summary="Plugin packs: loaded and failed ones, their nodes, name conflicts and errors."),
-    Route(method="GET", path="/openapi.json", handler=openapi.get_openapi, tag="meta",
+    Route(method="GET", path="/openapi.json", handler=get_openapi, tag="meta",
           summary="This description."),
     Route(method="GET", path="/schemas/{name}.json", handler=system.get_schema, tag="meta", responses=(200, 404),
           summary="JSON Schema of a workflow format (api_workflow, ui_workflow)."),

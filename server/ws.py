@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .jobs import dumps
 from .relay import RunState
+from .wire import dumps
 
 log = logging.getLogger("sumie.ws")
 

@@ -11,6 +11,7 @@ import enum
 from typing import Any
 
 from graph.errors import Interrupted
+from graph.sizing import system_memory
 
 from .. import _runtime
 
@@ -132,9 +133,7 @@ def get_total_memory(dev: Any = None, torch_total_too: bool = False) -> int:
     if is_device_cuda(dev):
         total = torch.cuda.get_device_properties(dev).total_memory
         return (total, total) if torch_total_too else total  # type: ignore[return-value]
-    import os
-
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    total = system_memory()[0] or 0
     return (total, total) if torch_total_too else total  # type: ignore[return-value]
 
 
@@ -144,9 +143,7 @@ def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> int:
     if is_device_cuda(dev):
         free, _ = torch.cuda.mem_get_info(dev)
         return (free, free) if torch_free_too else free  # type: ignore[return-value]
-    import os
-
-    free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    free = system_memory()[1] or 0
     return (free, free) if torch_free_too else free  # type: ignore[return-value]
 
 

@@ -11,7 +11,6 @@ from .checkpoint import (
     load_vae,
 )
 from .detect import CheckpointInfo, TextEncoderSpec, detect_checkpoint
-from .errors import ModelLoadError
 from .tokenizer import load_clip_tokenizer
 from .weights_file import read_state_dict
 
@@ -19,7 +18,6 @@ __all__ = [
     "CheckpointInfo",
     "LoadedCheckpoint",
     "LoadedTextEncoder",
-    "ModelLoadError",
     "TextEncoderSpec",
     "checkpoint_from_state_dict",
     "detect_checkpoint",

@@ -16,6 +16,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from nodes.base.errors import ModelLoadError
+
 from .convert import TextEncoder, build_diffusers_vae, build_text_encoder, build_unet, build_vae
 from .detect import (
     SD_VAE_SCALE,
@@ -36,7 +38,6 @@ from .detect import (
     vae_config_from_diffusers,
     vae_config_from_ldm,
 )
-from .errors import ModelLoadError
 from .weights_file import read_state_dict
 
 _VAE_PREFIXES = (VAE_PREFIX, "vae.")

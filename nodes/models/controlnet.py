@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from diffusers import ControlNetModel, ControlNetUnionModel, T2IAdapter
 
+from nodes.base.errors import ModelLoadError
+
 from .controlnet_layouts import (
     LDM_PREFIX,
     SHUFFLE_SUFFIXES,
@@ -32,7 +34,6 @@ from .controlnet_layouts import (
     t2i_to_diffusers,
 )
 from .convert import _materialise
-from .errors import ModelLoadError
 from .weights_file import read_state_dict
 
 # SetUnionControlNetType's choices and the task index each selects (ComfyUI's names).

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from nodes.base.errors import ModelLoadError
+
 from .detect import SDXL_TIME_ID_WIDTH, _heads, _indices
-from .errors import ModelLoadError
 
 StateDict = Mapping[str, torch.Tensor]
 LDM_PREFIX = "control_model."

@@ -23,8 +23,9 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from nodes.base.errors import ModelLoadError
+
 from .detect import SD1_CLIP_PREFIX, UNET_PREFIX, TextEncoderSpec
-from .errors import ModelLoadError
 
 TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
 M = TypeVar("M", bound=torch.nn.Module)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nodes.sd.folders import list_files
+from nodes.base.folders import list_files
 
 from .random_checkpoint import write_random_checkpoint
 

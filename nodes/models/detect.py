@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from .errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

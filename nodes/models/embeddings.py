@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
+
 from .weights_file import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, read_state_dict
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth", ".ckpt", ".sft")
@@ -113,7 +114,7 @@ def load_embedding(path: str | Path, name: str | None = None) -> Embedding:
 
 def list_embeddings(folders: Any) -> list[str]:
     """Embedding names for the server's /embeddings: relative paths without the extension, sorted."""
-    from nodes.sd.folders import list_files
+    from nodes.base.folders import list_files
 
     names = {n.rsplit(".", 1)[0] for n in list_files(folders, "embeddings")
              if n.lower().endswith(EMBEDDING_SUFFIXES)}
@@ -122,7 +123,7 @@ def list_embeddings(folders: Any) -> list[str]:
 
 def find_embedding(folders: Any, name: str) -> Path | None:
     """The file for `name` (with or without its extension) inside models/embeddings, or None."""
-    from nodes.sd.folders import resolve
+    from nodes.base.folders import resolve
 
     if folders is None:
         return None

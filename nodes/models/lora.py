@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
+
 from .weights_file import read_state_dict
 
 # (regex on the end of a key, role). The module name is what precedes the match.

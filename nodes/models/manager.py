@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 
-from nodes.sampling.schedules import ModelSampling
-from nodes.sd.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, LatentFormat, ModelHandle, VaeHandle
+from graph.sizing import system_memory
+from nodes.base.errors import ModelLoadError
+from nodes.base.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, LatentFormat, ModelHandle, VaeHandle
+from nodes.base.model_sampling import ModelSampling
 
 from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
-from .errors import ModelLoadError
 from .tokenizer import PadStyle, load_clip_tokenizer
 
 log = logging.getLogger("sumie.models")
@@ -388,17 +389,9 @@ class ModelManager:
             return {"name": name, "type": "cuda", "index": self.device.index, "vram_total": total,
                     "vram_free": free + reserved - allocated, "torch_vram_total": reserved,
                     "torch_vram_free": reserved - allocated}
-        total, free = _ram()
+        total, free = (size or 0 for size in system_memory())  # 0 where the platform cannot tell
         return {"name": str(self.device), "type": self.device.type, "index": self.device.index,
                 "vram_total": total, "vram_free": free, "torch_vram_total": total, "torch_vram_free": free}
-
-
-def _ram() -> tuple[int, int]:
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        return page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0, 0
 
 
 __all__ = ["CLIP_TYPES", "DUAL_CLIP_TYPES", "ModelManager", "file_stamp", "module_bytes"]

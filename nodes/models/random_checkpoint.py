@@ -53,9 +53,6 @@ class TinyModels:
     vae_config: dict[str, Any]
 
 
-RandomModels = TinyModels
-
-
 def _check(kind: str, size: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")

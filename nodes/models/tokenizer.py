@@ -15,7 +15,7 @@ from typing import Literal
 
 from transformers import CLIPTokenizer
 
-from .errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
 
 BPE_PATH = Path(__file__).parent / "configs" / "bpe_simple_vocab_16e6.txt.gz"
 NUM_MERGES = 49152 - 256 - 2  # 48,894: the merges OpenAI's tokenizer keeps

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
+
 from .weights_file import read_state_dict
 
 _IMPORT_LOCK = threading.Lock()

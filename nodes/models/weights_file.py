@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
 
 SAFETENSORS_SUFFIXES = frozenset({".safetensors", ".sft"})
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})

@@ -16,10 +16,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from .samplers import Denoiser, Stepper, _ancestral_step, _lms_coefficient, _t, _to_d
+from .steps import Denoiser, Stepper, adams_bashforth, ancestral_step, neg_log_sigma, to_d
 
 
 def _uncond(model: Denoiser, denoised: torch.Tensor) -> torch.Tensor:
@@ -34,11 +33,11 @@ def dpmpp_2s_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
         s.step(i, x, denoised)
-        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if float(sigma_down) == 0:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
-            t, t_next = _t(sigmas[i]), _t(sigma_down)
+            t, t_next = neg_log_sigma(sigmas[i]), neg_log_sigma(sigma_down)
             h = t_next - t
             t_mid = t + 0.5 * h
             sigma_mid = (-t_mid).exp()
@@ -61,7 +60,7 @@ def dpmpp_3m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Step
         if float(sigmas[i + 1]) == 0:
             x = denoised
             break
-        h = _t(sigmas[i + 1]) - _t(sigmas[i])
+        h = neg_log_sigma(sigmas[i + 1]) - neg_log_sigma(sigmas[i])
         h_eta = h * (eta + 1)
         x = (-h_eta).exp() * x - (-h_eta).expm1() * denoised
         phi_2 = (-h_eta).expm1() / h_eta + 1
@@ -91,34 +90,18 @@ def ipndm(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper, ma
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
         s.step(i, x, denoised)
-        ds = [_to_d(x, sigmas[i], denoised), *ds[: max_order - 1]]
+        ds = [to_d(x, sigmas[i], denoised), *ds[: max_order - 1]]
         coeffs = _AB_FIXED[min(len(ds), max_order)]
         x = x + (sigmas[i + 1] - sigmas[i]) * sum(c * d for c, d in zip(coeffs, ds, strict=False))
     return x
 
 
-@torch.no_grad()
-def _adams_bashforth(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper,
-                     max_order: int) -> torch.Tensor:
-    """Variable-step Adams-Bashforth in sigma: integrate the Lagrange polynomial through past dx/dsigma."""
-    grid = sigmas.detach().cpu().double().numpy()
-    ds: list[torch.Tensor] = []  # oldest first
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        s.step(i, x, denoised)
-        ds = [*ds, _to_d(x, sigmas[i], denoised)][-max_order:]
-        order = len(ds)
-        coeffs = [_lms_coefficient(order, np.asarray(grid), i, j) for j in range(order)]
-        x = x + sum(c * d for c, d in zip(coeffs, reversed(ds), strict=True))
-    return x
-
-
 def ipndm_v(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
-    return _adams_bashforth(model, x, sigmas, s, max_order=4)
+    return adams_bashforth(model, x, sigmas, s, max_order=4)
 
 
 def deis(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper, max_order: int = 3) -> torch.Tensor:
-    return _adams_bashforth(model, x, sigmas, s, max_order=max_order)
+    return adams_bashforth(model, x, sigmas, s, max_order=max_order)
 
 
 @torch.no_grad()
@@ -147,7 +130,7 @@ def euler_cfg_pp(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Step
         denoised = model(x, sigmas[i])
         uncond = _uncond(model, denoised)
         s.step(i, x, denoised)
-        x = denoised + _to_d(x, sigmas[i], uncond) * sigmas[i + 1]
+        x = denoised + to_d(x, sigmas[i], uncond) * sigmas[i + 1]
     return x
 
 
@@ -158,8 +141,8 @@ def euler_ancestral_cfg_pp(model: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
         denoised = model(x, sigmas[i])
         uncond = _uncond(model, denoised)
         s.step(i, x, denoised)
-        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        x = denoised + _to_d(x, sigmas[i], uncond) * sigma_down
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        x = denoised + to_d(x, sigmas[i], uncond) * sigma_down
         if float(sigmas[i + 1]) > 0:
             x = x + s.noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x

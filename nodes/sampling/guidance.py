@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nodes.sd.conditioning import sdxl_time_ids
-from nodes.sd.handles import ModelHandle
+from nodes.base.handles import ModelHandle
+from nodes.sampling.conditioning import sdxl_time_ids
 
 from .control import apply_to_uncond
 from .unet_additions import UNetCall, additions_of, merge_kwargs

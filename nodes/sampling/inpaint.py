@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nodes.sd.handles import ModelHandle
+from nodes.base.handles import ModelHandle
 from nodes.sd.latent import repeat_to_batch, resize_nchw
 
 DENOISE_MASK_FUNCTION = "denoise_mask_function"

@@ -20,14 +20,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nodes.base.handles import ModelHandle
 from nodes.models.patching import patched
-from nodes.sd.handles import ModelHandle
 
 from .guidance import Guider
 from .inpaint import inpaint_concat, mask_function
 from .noise import BrownianNoise, GaussianNoise, initial_noise
-from .samplers import BROWNIAN, Stepper, get_sampler
+from .samplers import BROWNIAN, get_sampler
 from .schedules import schedule
+from .steps import Stepper
 from .unet_additions import addition_modules
 
 ProgressFn = Callable[[int, int, Any], None]

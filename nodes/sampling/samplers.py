@@ -8,53 +8,10 @@ tests check them against diffusers' schedulers where those compute the same thin
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
 import torch
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class NoiseSource(Protocol):
-    def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass
-class Stepper:
-    """Per-step services for a sampler: progress/interrupt callback and a noise source for SDE steps."""
-
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None]
-    noise: NoiseSource
-    steps: int
-
-    def step(self, i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        self.callback(i, x, denoised)
-
-
-def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-    return (x - denoised) / sigma
-
-
-def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
-    """Split a step into a deterministic part down to sigma_down and fresh noise of sigma_up."""
-    if not eta or float(sigma_to) == 0.0:
-        return sigma_to, sigma_to * 0
-    sigma_up = torch.minimum(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
-    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-    return sigma_down, sigma_up
-
-
-@torch.no_grad()
-def euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        s.step(i, x, denoised)
-        x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
-    return x
+from .extra_samplers import EXTRA_BROWNIAN, EXTRA_SAMPLERS
+from .steps import Denoiser, SamplerFn, Stepper, adams_bashforth, ancestral_step, neg_log_sigma, to_d
 
 
 @torch.no_grad()
@@ -63,11 +20,16 @@ def euler_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: S
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
         s.step(i, x, denoised)
-        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        if float(sigmas[i + 1]) > 0:
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        if eta and float(sigmas[i + 1]) > 0:
             x = x + s.noise(sigmas[i], sigmas[i + 1]) * sigma_up
     return x
+
+
+def euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
+    """Euler is the ancestral method without noise: each step goes all the way down to sigma_next."""
+    return euler_ancestral(model, x, sigmas, s, eta=0.0)
 
 
 @torch.no_grad()
@@ -75,30 +37,14 @@ def heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> 
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
         s.step(i, x, denoised)
-        d = _to_d(x, sigmas[i], denoised)
+        d = to_d(x, sigmas[i], denoised)
         dt = sigmas[i + 1] - sigmas[i]
         if float(sigmas[i + 1]) == 0:
             x = x + d * dt
         else:
             x_2 = x + d * dt
-            d_2 = _to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]))
+            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]))
             x = x + (d + d_2) / 2 * dt
-    return x
-
-
-@torch.no_grad()
-def dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        s.step(i, x, denoised)
-        d = _to_d(x, sigmas[i], denoised)
-        if float(sigmas[i + 1]) == 0:
-            x = x + d * (sigmas[i + 1] - sigmas[i])
-        else:
-            sigma_mid = sigmas[i].log().lerp(sigmas[i + 1].log(), 0.5).exp()
-            x_2 = x + d * (sigma_mid - sigmas[i])
-            d_2 = _to_d(x_2, sigma_mid, model(x_2, sigma_mid))
-            x = x + d_2 * (sigmas[i + 1] - sigmas[i])
     return x
 
 
@@ -108,50 +54,27 @@ def dpm_2_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: S
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
         s.step(i, x, denoised)
-        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        d = _to_d(x, sigmas[i], denoised)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        d = to_d(x, sigmas[i], denoised)
         if float(sigma_down) == 0:
             x = x + d * (sigma_down - sigmas[i])
         else:
             sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
             x_2 = x + d * (sigma_mid - sigmas[i])
-            d_2 = _to_d(x_2, sigma_mid, model(x_2, sigma_mid))
+            d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
             x = x + d_2 * (sigma_down - sigmas[i])
-            x = x + s.noise(sigmas[i], sigmas[i + 1]) * sigma_up
+            if eta:
+                x = x + s.noise(sigmas[i], sigmas[i + 1]) * sigma_up
     return x
 
 
-def _lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
-    """Integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial on t_i, t_{i-1}, ...
-
-    The basis is a polynomial of degree < 4, so the integral is computed exactly.
-    """
-    nodes = [t[i - k] for k in range(order) if k != j]
-    poly = np.poly1d([1.0])
-    for node in nodes:
-        poly *= np.poly1d([1.0, -node]) / (t[i - j] - node)
-    antiderivative = poly.integ()
-    return float(antiderivative(t[i + 1]) - antiderivative(t[i]))
+def dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper) -> torch.Tensor:
+    """DPM-Solver-2 (midpoint in log-sigma) is its ancestral form without noise."""
+    return dpm_2_ancestral(model, x, sigmas, s, eta=0.0)
 
 
-@torch.no_grad()
 def lms(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper, order: int = 4) -> torch.Tensor:
-    sigmas_np = sigmas.detach().cpu().double().numpy()
-    ds: list[torch.Tensor] = []
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i])
-        s.step(i, x, denoised)
-        ds.append(_to_d(x, sigmas[i], denoised))
-        if len(ds) > order:
-            ds.pop(0)
-        cur = min(i + 1, order)
-        coeffs = [_lms_coefficient(cur, sigmas_np, i, j) for j in range(cur)]
-        x = x + sum(c * d for c, d in zip(coeffs, reversed(ds), strict=True))
-    return x
-
-
-def _t(sigma: torch.Tensor) -> torch.Tensor:
-    return sigma.log().neg()
+    return adams_bashforth(model, x, sigmas, s, max_order=order)
 
 
 @torch.no_grad()
@@ -163,12 +86,12 @@ def dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper)
         if float(sigmas[i + 1]) == 0:
             x = denoised
         else:
-            t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
+            t, t_next = neg_log_sigma(sigmas[i]), neg_log_sigma(sigmas[i + 1])
             h = t_next - t
             if old_denoised is None:
                 denoised_d = denoised
             else:
-                r = (t - _t(sigmas[i - 1])) / h
+                r = (t - neg_log_sigma(sigmas[i - 1])) / h
                 denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
             x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * denoised_d
         old_denoised = denoised
@@ -187,7 +110,7 @@ def dpmpp_2m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Step
         if float(sigmas[i + 1]) == 0:
             x = denoised
         else:
-            t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
+            t, t_next = neg_log_sigma(sigmas[i]), neg_log_sigma(sigmas[i + 1])
             h = t_next - t
             eta_h = eta * h
             x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
@@ -212,19 +135,19 @@ def dpmpp_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Stepper
         denoised = model(x, sigmas[i])
         s.step(i, x, denoised)
         if float(sigmas[i + 1]) == 0:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+            x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
             continue
-        t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
+        t, t_next = neg_log_sigma(sigmas[i]), neg_log_sigma(sigmas[i + 1])
         h = t_next - t
         s_mid = t + h * r
         fac = 1 / (2 * r)
-        sd, su = _ancestral_step(sigma_fn(t), sigma_fn(s_mid), eta)
-        s_ = _t(sd)
+        sd, su = ancestral_step(sigma_fn(t), sigma_fn(s_mid), eta)
+        s_ = neg_log_sigma(sd)
         x_2 = (sigma_fn(s_) / sigma_fn(t)) * x - (t - s_).expm1() * denoised
         x_2 = x_2 + s.noise(sigma_fn(t), sigma_fn(s_mid)) * s_noise * su
         denoised_2 = model(x_2, sigma_fn(s_mid))
-        sd, su = _ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
-        t_next_ = _t(sd)
+        sd, su = ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
+        t_next_ = neg_log_sigma(sd)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_fn(t_next_) / sigma_fn(t)) * x - (t - t_next_).expm1() * denoised_d
         x = x + s.noise(sigma_fn(t), sigma_fn(t_next)) * s_noise * su
@@ -278,8 +201,6 @@ def uni_pc_bh2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, s: Steppe
     return uni_pc(model, x, sigmas, s, variant="bh2")
 
 
-SamplerFn = Callable[..., torch.Tensor]
-
 # DDIM (eta = 0) takes exactly Euler's step in this formulation: x_next = x0 + sigma_next * eps.
 _BASE: dict[str, SamplerFn] = {
     "euler": euler,
@@ -299,8 +220,6 @@ _BASE: dict[str, SamplerFn] = {
     "lcm": lcm,
 }
 
-from .extra_samplers import EXTRA_BROWNIAN, EXTRA_SAMPLERS  # noqa: E402  (they build on the steps above)
-
 # In ComfyUI's order (the combo lists them so).
 _ORDER = ("euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "dpm_2", "dpm_2_ancestral",
           "lms", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
@@ -319,8 +238,4 @@ def get_sampler(name: str) -> SamplerFn:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}") from None
 
 
-def is_finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
-
-
-__all__ = ["BROWNIAN", "SAMPLERS", "Stepper", "get_sampler", "math"]
+__all__ = ["BROWNIAN", "SAMPLERS", "get_sampler"]

@@ -30,7 +30,8 @@ from graph import (
     NodeSchema,
     OutputSpec,
 )
-from nodes.sd.image import FilenamePrefixInput, to_pil
+from nodes.sd.image import FilenamePrefixInput
+from nodes.sd.image_files import to_pil
 from nodes.sd.output_files import checked_prefix, write_numbered
 
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}

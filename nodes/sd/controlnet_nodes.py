@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from graph import ComboInput, FloatInput, InputSpec, Node, NodeSchema, OutputSpec
+from nodes.base.errors import ModelLoadError
+from nodes.base.folders import files_of, resolve
 from nodes.models.controlnet import UNION_TYPES, ControlNetHandle
-from nodes.models.errors import ModelLoadError
 from nodes.sampling.control import AppliedControl
 
 from .canny import canny
-from .folders import files_of, resolve
 from .loaders import file_fingerprint
 
 CATEGORY = "conditioning/controlnet"

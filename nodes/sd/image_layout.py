@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from graph import BooleanInput, ComboInput, HiddenInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
+from graph.limits import MAX_RESOLUTION
 from nodes.sd.image_ops import check_image, check_output_pixels
 from nodes.sd.image_transform import scale_image
-from nodes.sd.latent import MAX_RESOLUTION
 
 STITCH_DIRECTIONS = ("right", "down", "left", "up")
 SPACING_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "red": (1.0, 0.0, 0.0),

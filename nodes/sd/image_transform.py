@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from graph import ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
-from graph.limits import Limits
-from nodes.sd.image import IMAGE_UPSCALE_METHODS, MAX_LOAD_PIXELS
-from nodes.sd.latent import CROP_METHODS, MAX_RESOLUTION, check_pixels, resize_nchw
+from graph.limits import MAX_RESOLUTION, Limits
+from nodes.sd.image import IMAGE_UPSCALE_METHODS
+from nodes.sd.image_files import MAX_LOAD_PIXELS
+from nodes.sd.latent import CROP_METHODS, check_pixels, resize_nchw
 
 
 def _check_images(node: str, image: torch.Tensor) -> None:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from graph import BooleanInput, FloatInput, InputSpec, Node, NodeSchema, OutputSpec
+from nodes.base.handles import ModelHandle, VaeHandle
 from nodes.sampling.inpaint import DENOISE_MASK_FUNCTION, differential_mask
-from nodes.sd.handles import ModelHandle, VaeHandle
 from nodes.sd.latent import repeat_to_batch
 from nodes.sd.vae import crop_to_multiple, encode
 

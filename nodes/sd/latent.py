@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from graph import ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
-from graph.limits import Limits
+from graph.limits import MAX_RESOLUTION, Limits
 
-MAX_RESOLUTION = 16384
 LATENT_DOWNSCALE = 8
 LATENT_CHANNELS = 4
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")

@@ -26,8 +26,8 @@ from graph import ComboInput, HiddenInput, InputSpec, Node, NodeResult, NodeSche
 from graph.errors import InputError
 from graph.limits import Limits
 from graph.node import Folders
-from graph.paths import UnsafePathError, check_name
-from nodes.sd.image import FilenamePrefixInput, file_sha256, resolve_image, split_annotation
+from graph.paths import UnsafePathError, check_name, split_annotation
+from nodes.sd.image import FilenamePrefixInput, file_sha256, resolve_image
 from nodes.sd.latent import Latent
 from nodes.sd.output_files import checked_prefix, write_numbered
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from graph import BooleanInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
-from nodes.sd.latent import LATENT_DOWNSCALE, MAX_RESOLUTION, Latent, repeat_to_batch, resize_nchw
+from graph.limits import MAX_RESOLUTION
+from nodes.sd.latent import LATENT_DOWNSCALE, Latent, repeat_to_batch, resize_nchw
 from nodes.sd.mask_nodes import paste_masked
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from graph import ComboInput, Node, NodeSchema, OutputSpec
-from nodes.models.errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
+from nodes.base.folders import files_of, resolve
 from nodes.models.manager import CLIP_TYPES, DUAL_CLIP_TYPES, ModelManager, file_stamp
-
-from .folders import files_of, resolve
 
 log = logging.getLogger("sumie.loaders")
 

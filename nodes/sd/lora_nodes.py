@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from graph import ComboInput, FloatInput, InputSpec, Node, NodeResult, NodeSchema, OutputSpec
-from nodes.models.errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
+from nodes.base.folders import files_of, resolve
 from nodes.models.lora import LoraFile, LoraMapping, WeightPatch, describe_unmatched, load_lora, map_lora
 
-from .folders import files_of, resolve
 from .loaders import file_fingerprint
 
 

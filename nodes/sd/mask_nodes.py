@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from graph import BooleanInput, ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
-from graph.limits import Limits
+from graph.limits import MAX_RESOLUTION, Limits
 from nodes.sd.image_ops import check_image, match_channels
-from nodes.sd.latent import MAX_RESOLUTION, check_pixels, repeat_to_batch
+from nodes.sd.latent import check_pixels, repeat_to_batch
 
 MASK_CHANNELS = ("red", "green", "blue", "alpha")
 MASK_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")

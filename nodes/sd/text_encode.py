@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from graph import FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec, StringInput
+from graph.limits import MAX_RESOLUTION
 from nodes.models.embeddings import EMBEDDING_REFERENCE, EmbeddingLookup, extended_vocabulary, split_reference
 from nodes.models.embeddings import find_embedding as _find_embedding
 from nodes.models.patching import patched
@@ -33,7 +34,6 @@ from .prompt_weights import parse_prompt_weights
 log = logging.getLogger("sumie.text_encode")
 
 MAX_WORD_TOKENS = 8  # shorter weighted runs are not split across chunks
-MAX_RESOLUTION = 16384
 EMBEDDING_PREFIX = "embedding:"
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from graph import ComboInput, InputSpec, Node, NodeSchema, OutputSpec
-from nodes.models.errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
+from nodes.base.folders import files_of
 from nodes.models.upscale import UpscaleModel, load_upscale_model
-from nodes.sd.folders import files_of
 from nodes.sd.loaders import _failed, _path, file_fingerprint
 from nodes.sd.vae import tiled
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from graph import InputSpec, IntInput, Node, NodeSchema, OutputSpec
-from nodes.sd.handles import VaeHandle
+from nodes.base.handles import VaeHandle
 from nodes.sd.latent import repeat_to_batch
 
 Latent = dict[str, Any]

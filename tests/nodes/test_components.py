@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.models import ModelLoadError, load_checkpoint, load_text_encoder, load_unet, load_vae
+from nodes.base.errors import ModelLoadError
+from nodes.models import load_checkpoint, load_text_encoder, load_unet, load_vae
 
 from .tiny_models import (
     clip_to_ldm,

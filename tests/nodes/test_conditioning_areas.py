@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nodes.base.handles import LatentFormat, ModelHandle
+from nodes.base.model_sampling import ModelSampling
 from nodes.sampling.guidance import _feather
 from nodes.sampling.ksampler import GuiderSpec
-from nodes.sampling.schedules import ModelSampling
 from nodes.sd import conditioning as nodes
-from nodes.sd.handles import LatentFormat, ModelHandle
 
 from .tiny_models import tiny_models
 

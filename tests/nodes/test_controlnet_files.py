@@ -10,8 +10,8 @@ import torch
 from diffusers import ControlNetModel, ControlNetUnionModel, T2IAdapter
 from safetensors.torch import save_file
 
+from nodes.base.errors import ModelLoadError
 from nodes.models.controlnet import load_controlnet
-from nodes.models.errors import ModelLoadError
 from nodes.sampling.control import AppliedControl
 
 from .test_ksampler import handle
@@ -113,7 +113,7 @@ class _Sdxl:
 
 
 def _sdxl_call():
-    from nodes.sampling.schedules import ModelSampling
+    from nodes.base.model_sampling import ModelSampling
     from nodes.sampling.unet_additions import UNetCall
 
     gen = torch.Generator().manual_seed(2)

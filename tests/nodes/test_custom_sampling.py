@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from graph.builder import GraphBuilder
-from nodes.sampling.schedules import ModelSampling
+from nodes.base.model_sampling import ModelSampling
 from nodes.sd import custom_sampling
 
 from .test_lora import SdEngine

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.models import ModelLoadError, detect_checkpoint, load_checkpoint, load_unet
+from nodes.base.errors import ModelLoadError
+from nodes.models import detect_checkpoint, load_checkpoint, load_unet
 
 from .tiny_models import (
     CLIP_L,

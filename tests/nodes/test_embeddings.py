@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from graph import Folders
+from nodes.base.errors import ModelLoadError
+from nodes.base.handles import ClipHandle
 from nodes.models.embeddings import EmbeddingLookup, list_embeddings, load_embedding
-from nodes.models.errors import ModelLoadError
 from nodes.models.tokenizer import load_clip_tokenizer
-from nodes.sd.handles import ClipHandle
 from nodes.sd.text_encode import encode_clip, tokenize_prompt
 
 from .tiny_models import tiny_models

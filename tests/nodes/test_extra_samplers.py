@@ -14,9 +14,11 @@ import math
 import pytest
 import torch
 
+from nodes.base.model_sampling import ModelSampling
 from nodes.sampling.noise import BrownianNoise, GaussianNoise, initial_noise
-from nodes.sampling.samplers import BROWNIAN, SAMPLERS, Stepper
-from nodes.sampling.schedules import ModelSampling, schedule
+from nodes.sampling.samplers import BROWNIAN, SAMPLERS
+from nodes.sampling.schedules import schedule
+from nodes.sampling.steps import Stepper
 
 from .test_samplers import MU, S, exact_denoiser
 

@@ -19,6 +19,7 @@ import nodes.primitives
 from graph import Folders, Limits, image_meta
 from graph.builder import GraphBuilder
 from nodes.sd import image as I
+from nodes.sd import image_files as F
 from nodes.sd import image_transform as T
 from nodes.sd import latent as L
 
@@ -110,7 +111,7 @@ def test_disk_full_fails_the_node_and_leaves_no_file(engine: Engine, monkeypatch
         f.write(b"\x89PNG partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(I, "_write_png", full_disk)
+    monkeypatch.setattr(F, "_write_png", full_disk)
     outcome = engine.run(save_graph())
     assert outcome.status == "error" and outcome.failure.node_id == "9"
     assert "ComfyUI_00001_.png" in outcome.failure.exception_message
@@ -123,7 +124,7 @@ def test_disk_full_fails_the_node_and_leaves_no_file(engine: Engine, monkeypatch
 
 def test_png_conversion_truncates_like_comfyui():
     values = torch.tensor([0.0, 0.999, 1.0, 1.5, -0.2, 0.5, float("nan")]).reshape(1, 7, 1).expand(1, 7, 3)
-    assert I.to_uint8(values)[0, :, 0].tolist() == [0, 254, 255, 255, 0, 127, 0]
+    assert F.to_uint8(values)[0, :, 0].tolist() == [0, 254, 255, 255, 0, 127, 0]
 
 
 def test_preview_image_goes_to_temp(engine: Engine):
@@ -163,7 +164,7 @@ def test_load_image_alpha_becomes_the_mask(engine: Engine):
 
 def test_load_image_without_alpha_gives_a_64px_empty_mask(tmp_path: Path):
     Image.new("RGB", (10, 7), (255, 128, 0)).save(tmp_path / "x.jpg", quality=100)
-    img, mask = I.load_image(tmp_path / "x.jpg")
+    img, mask = F.load_image(tmp_path / "x.jpg")
     assert img.shape == (1, 7, 10, 3) and mask.shape == (1, 64, 64) and not mask.any()
     assert img[0, 0, 0, 0] > 0.95 and abs(img[0, 0, 0, 1] - 0.5) < 0.03
 
@@ -174,7 +175,7 @@ def test_load_image_applies_exif_orientation(tmp_path: Path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise for display
     Image.fromarray(arr).save(tmp_path / "rot.png", exif=exif)
-    img, _ = I.load_image(tmp_path / "rot.png")
+    img, _ = F.load_image(tmp_path / "rot.png")
     assert img.shape == (1, 4, 2, 3)
     assert img[0, 0, 1].tolist() == [1.0, 0.0, 0.0]  # the top-left pixel ends up top-right
 
@@ -182,13 +183,13 @@ def test_load_image_applies_exif_orientation(tmp_path: Path):
 def test_load_image_frames_16bit_and_palette(tmp_path: Path):
     frames = [Image.new("RGB", (5, 3), (i * 60, 0, 0)) for i in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    img, mask = I.load_image(tmp_path / "anim.gif")
+    img, mask = F.load_image(tmp_path / "anim.gif")
     assert img.shape == (3, 3, 5, 3) and mask.shape == (3, 64, 64)
     assert img[:, 0, 0, 0].tolist() == pytest.approx([0, 60 / 255, 120 / 255], abs=0.01)
 
     deep = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
     Image.fromarray(deep).save(tmp_path / "deep.png")
-    img, _ = I.load_image(tmp_path / "deep.png")
+    img, _ = F.load_image(tmp_path / "deep.png")
     assert img.shape == (1, 2, 2, 3) and img[0, :, :, 0].flatten().tolist() == pytest.approx(
         [0.0, 1.0, 32768 / 65535, 1000 / 65535], abs=1e-6)
 
@@ -197,7 +198,7 @@ def test_load_image_frames_16bit_and_palette(tmp_path: Path):
     pal.putpixel((1, 1), 1)
     pal.info["transparency"] = 1
     pal.save(tmp_path / "pal.png", transparency=1)
-    img, mask = I.load_image(tmp_path / "pal.png")
+    img, mask = F.load_image(tmp_path / "pal.png")
     assert img.shape == (1, 4, 4, 3) and mask.shape == (1, 4, 4) and mask[0, 1, 1] == 1 and mask.sum() == 1
 
 
@@ -268,13 +269,13 @@ def test_load_image_mask_channels(tmp_path: Path):
     rgba[..., 3] = 255
     rgba[0, 0, 3] = 0
     Image.fromarray(rgba, "RGBA").save(tmp_path / "m.png")
-    assert I.load_mask(tmp_path / "m.png", "red").shape == (1, 2, 3)
-    assert I.load_mask(tmp_path / "m.png", "red").min() == 1
-    assert I.load_mask(tmp_path / "m.png", "blue")[0, 0, 0] == pytest.approx(0.4)
-    alpha = I.load_mask(tmp_path / "m.png", "alpha")
+    assert F.load_mask(tmp_path / "m.png", "red").shape == (1, 2, 3)
+    assert F.load_mask(tmp_path / "m.png", "red").min() == 1
+    assert F.load_mask(tmp_path / "m.png", "blue")[0, 0, 0] == pytest.approx(0.4)
+    alpha = F.load_mask(tmp_path / "m.png", "alpha")
     assert alpha[0, 0, 0] == 1 and alpha.sum() == 1
     Image.new("RGB", (3, 2)).save(tmp_path / "rgb.png")
-    assert not I.load_mask(tmp_path / "rgb.png", "alpha").any()
+    assert not F.load_mask(tmp_path / "rgb.png", "alpha").any()
 
 
 # ------------------------------------------------------------------------------------------ transforms

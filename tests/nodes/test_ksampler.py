@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from graph import Interrupted
+from nodes.base.handles import LatentFormat, ModelHandle
+from nodes.base.model_sampling import ModelSampling
 from nodes.models import load_checkpoint, load_clip_tokenizer
 from nodes.sampling.ksampler import SamplingRequest, sample
-from nodes.sampling.schedules import ModelSampling, schedule
-from nodes.sd.handles import LatentFormat, ModelHandle
+from nodes.sampling.schedules import schedule
 
 
 def handle(ckpt, sampling: ModelSampling | None = None) -> ModelHandle:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.models import ModelLoadError, load_checkpoint, load_vae, read_state_dict
+from nodes.base.errors import ModelLoadError
+from nodes.models import load_checkpoint, load_vae, read_state_dict
 
 from .tiny_models import cast, ldm_state_dict
 

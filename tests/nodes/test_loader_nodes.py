@@ -13,8 +13,9 @@ from graph import (
     Folders,
 )
 from graph.builder import GraphBuilder
-from nodes.sd import folders, loaders
-from nodes.sd.folders import ModelPathError, files_of, list_files, resolve
+from graph.node import MODEL_KINDS
+from nodes.base.folders import ModelPathError, files_of, list_files, resolve
+from nodes.sd import loaders
 from tests.support.sd_engine import SdEngine
 
 from .tiny_models import clip_to_ldm, open_clip_to_ldm, tiny_models, vae_to_ldm, write_component
@@ -151,8 +152,8 @@ def test_list_files(tmp_path):
     assert resolve(f, "checkpoints", "pipe").is_dir()
     with pytest.raises(ValueError, match="unknown model folder kind"):
         files_of("nope")
-    assert set(folders.MODEL_KINDS) >= {"checkpoints", "vae", "loras", "embeddings", "clip", "unet", "controlnet",
-                                        "upscale_models", "clip_vision", "diffusion_models"}
+    assert set(MODEL_KINDS) >= {"checkpoints", "vae", "loras", "embeddings", "clip", "unet", "controlnet",
+                                "upscale_models", "clip_vision", "diffusion_models"}
 
 
 def test_object_info_lists_the_files(engine, tiny_file):

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from graph import Node, NodeSchema
 from graph.builder import GraphBuilder
-from nodes.models.errors import ModelLoadError
+from nodes.base.errors import ModelLoadError
 from nodes.models.lora import LowRank, WeightPatch, load_lora, map_lora, parse_lora
 from nodes.models.patching import patched
 from tests.support.sd_engine import SdEngine

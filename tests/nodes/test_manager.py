@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from nodes.models import ModelLoadError
+from nodes.base.errors import ModelLoadError
+from nodes.base.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, ModelHandle, VaeHandle
 from nodes.models.manager import ModelManager, module_bytes
-from nodes.sd.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, ModelHandle, VaeHandle
 
 from .tiny_models import (
     clip_to_ldm,

@@ -13,9 +13,11 @@ import math
 import pytest
 import torch
 
+from nodes.base.model_sampling import ModelSampling
 from nodes.sampling.noise import BrownianNoise, GaussianNoise, initial_noise
-from nodes.sampling.samplers import SAMPLERS, Stepper
-from nodes.sampling.schedules import ModelSampling, schedule
+from nodes.sampling.samplers import SAMPLERS
+from nodes.sampling.schedules import schedule
+from nodes.sampling.steps import Stepper
 
 MU, S = 0.7, 0.5
 MS = ModelSampling.discrete()

@@ -11,6 +11,7 @@ import torch
 from graph import Node, NodeContext
 from graph.node import InterruptToken
 from nodes.models.manager import ModelManager
+from nodes.sampling.conditioning import sdxl_time_ids
 from nodes.sd import conditioning as C
 from nodes.sd import text_encode as T
 from nodes.sd.text_encode import encode_clip, tokenize_prompt
@@ -167,11 +168,11 @@ def test_refiner(clips):
 
 
 def test_sdxl_time_ids():
-    assert C.sdxl_time_ids({}, refiner=False, width=832, height=1216) == [1216, 832, 0, 0, 1216, 832]
+    assert sdxl_time_ids({}, refiner=False, width=832, height=1216) == [1216, 832, 0, 0, 1216, 832]
     opts = {"width": 1024, "height": 768, "crop_w": 8, "crop_h": 16, "target_width": 2048, "target_height": 1536}
-    assert C.sdxl_time_ids(opts, refiner=False, width=1, height=1) == [768, 1024, 16, 8, 1536, 2048]
-    assert C.sdxl_time_ids({}, refiner=True, width=1024, height=1024) == [1024, 1024, 0, 0, 6.0]
-    assert C.sdxl_time_ids({}, refiner=True, width=1024, height=1024, negative=True)[-1] == 2.5
+    assert sdxl_time_ids(opts, refiner=False, width=1, height=1) == [768, 1024, 16, 8, 1536, 2048]
+    assert sdxl_time_ids({}, refiner=True, width=1024, height=1024) == [1024, 1024, 0, 0, 6.0]
+    assert sdxl_time_ids({}, refiner=True, width=1024, height=1024, negative=True)[-1] == 2.5
 
 
 # -- conditioning nodes --------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from diffusers import AutoencoderKL
 
 from graph import Node, NodeSchema, OutputSpec, StringInput
 from graph.builder import GraphBuilder
+from nodes.base.handles import VaeHandle
 from nodes.models import load_vae
 from nodes.sd import latent as L
 from nodes.sd import vae as V
-from nodes.sd.handles import VaeHandle
 
 from .conftest import TinyFile
 from .test_latent_nodes import Engine

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
-from nodes.sampling.schedules import ModelSampling
+from nodes.base.model_sampling import ModelSampling
 
 # Latent -> RGB projections for cheap previews while sampling (4 latent channels -> 3 colours).
 SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
@@ -46,8 +46,24 @@ class LatentFormat:
         return ((rgb + 1) / 2).clamp(0, 1)
 
 
+class _Handle:
+    """What all handles share: the model cache counts them as size 0 (the model manager owns the weights)."""
+
+    def __sumie_size__(self) -> int:
+        return 0
+
+
+class _Patchable(_Handle):
+    """A handle whose weights a LoRA may patch: patching returns a new handle, never copies weights."""
+
+    patches: tuple[Any, ...]
+
+    def with_patches(self, *patches: Any) -> Self:
+        return replace(self, patches=self.patches + patches)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class ModelHandle:
+class ModelHandle(_Patchable):
     """MODEL: a denoising U-Net (diffusers UNet2DConditionModel) and how to sample with it."""
 
     unet: Any
@@ -67,15 +83,9 @@ class ModelHandle:
     def is_sdxl(self) -> bool:
         return self.kind.startswith("sdxl")
 
-    def with_patches(self, *patches: Any) -> ModelHandle:
-        return replace(self, patches=self.patches + patches)
-
-    def __sumie_size__(self) -> int:
-        return 0
-
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class ClipHandle:
+class ClipHandle(_Patchable):
     """CLIP: one or two text encoders with their tokenizers and the layer to condition on."""
 
     encoders: tuple[Any, ...]  # transformers CLIPTextModel / CLIPTextModelWithProjection
@@ -89,15 +99,9 @@ class ClipHandle:
     def with_layer(self, layer: int) -> ClipHandle:
         return replace(self, layer=layer)
 
-    def with_patches(self, *patches: Any) -> ClipHandle:
-        return replace(self, patches=self.patches + patches)
-
-    def __sumie_size__(self) -> int:
-        return 0
-
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class VaeHandle:
+class VaeHandle(_Handle):
     """VAE: a diffusers AutoencoderKL; LATENT values stay in its raw (unscaled) space."""
 
     vae: Any
@@ -112,6 +116,3 @@ class VaeHandle:
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
-
-    def __sumie_size__(self) -> int:
-        return 0
