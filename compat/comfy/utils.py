@@ -52,7 +52,7 @@ def _preview(preview: Any) -> Any:
 
 def common_upscale(samples: Any, width: int, height: int, upscale_method: str, crop: str) -> Any:
     """Resize [B, C, H, W] to (height, width): nearest-exact, bilinear, area, bicubic, lanczos, bislerp."""
-    from nodes.sd.latent import resize_nchw
+    from nodes.base.resize import resize_nchw
 
     return resize_nchw(samples, int(width), int(height), upscale_method, crop)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from nodes.base.resize import resize_nchw
 from nodes.models.controlnet import ControlNetHandle, build_controlnet, control_lora_weights
 from nodes.models.controlnet_layouts import ldm_to_diffusers
-from nodes.sd.latent import resize_nchw
 
 from .unet_additions import UNetCall, merge_kwargs
 

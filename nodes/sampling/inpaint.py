@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
-from nodes.sd.latent import repeat_to_batch, resize_nchw
+from nodes.base.resize import repeat_to_batch, resize_nchw
 
 DENOISE_MASK_FUNCTION = "denoise_mask_function"
 MaskFunction = Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor]

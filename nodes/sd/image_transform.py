@@ -9,9 +9,10 @@ import torch
 
 from graph import ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
 from graph.limits import MAX_RESOLUTION, Limits
+from nodes.base.resize import CROP_METHODS, resize_nchw
 from nodes.sd.image import IMAGE_UPSCALE_METHODS
 from nodes.sd.image_files import MAX_LOAD_PIXELS
-from nodes.sd.latent import CROP_METHODS, check_pixels, resize_nchw
+from nodes.sd.latent import check_pixels
 
 
 def _check_images(node: str, image: torch.Tensor) -> None:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from graph import BooleanInput, FloatInput, InputSpec, Node, NodeSchema, OutputSpec
 from nodes.base.handles import ModelHandle, VaeHandle
+from nodes.base.resize import repeat_to_batch
 from nodes.sampling.inpaint import DENOISE_MASK_FUNCTION, differential_mask
-from nodes.sd.latent import repeat_to_batch
 from nodes.sd.vae import crop_to_multiple, encode
 
 Conditioning = list[list[Any]]

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from graph import BooleanInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
 from graph.limits import MAX_RESOLUTION
-from nodes.sd.latent import LATENT_DOWNSCALE, Latent, repeat_to_batch, resize_nchw
+from nodes.base.resize import repeat_to_batch, resize_nchw
+from nodes.sd.latent import LATENT_DOWNSCALE, Latent
 from nodes.sd.mask_nodes import paste_masked
 
 

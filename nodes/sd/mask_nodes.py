@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from graph import BooleanInput, ComboInput, FloatInput, InputSpec, IntInput, Node, NodeSchema, OutputSpec
 from graph.limits import MAX_RESOLUTION, Limits
+from nodes.base.resize import repeat_to_batch
 from nodes.sd.image_ops import check_image, match_channels
-from nodes.sd.latent import check_pixels, repeat_to_batch
+from nodes.sd.latent import check_pixels
 
 MASK_CHANNELS = ("red", "green", "blue", "alpha")
 MASK_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")

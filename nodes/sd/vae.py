@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from graph import InputSpec, IntInput, Node, NodeSchema, OutputSpec
 from nodes.base.handles import VaeHandle
-from nodes.sd.latent import repeat_to_batch
+from nodes.base.resize import repeat_to_batch
 
 Latent = dict[str, Any]
 # Pixels decoded or encoded per chunk of a batch: bounds the VAE's activation memory.

@@ -20,6 +20,7 @@ from graph import (
     parse_api_workflow,
 )
 from graph.builder import GraphBuilder
+from nodes.base import resize as R
 from nodes.sd import latent as L
 from tests.support.keep import Keep
 
@@ -113,24 +114,24 @@ def test_latent_upscale_sizes(engine: Engine):
     assert by_width["samples"].shape == (2, 4, 24, 48)
     tiny = up.execute(None, samples=src, upscale_method="nearest-exact", width=16, height=16, crop="disabled")[0]
     assert tiny["samples"].shape == (2, 4, 8, 8)  # at least 64 pixels a side, as ComfyUI clamps
-    for method in L.UPSCALE_METHODS:
+    for method in R.UPSCALE_METHODS:
         out = up.execute(None, samples=src, upscale_method=method, width=200, height=96, crop="center")[0]
         assert out["samples"].shape == (2, 4, 12, 25) and torch.isfinite(out["samples"]).all(), method
 
 
 def test_center_crop_keeps_the_middle():
     x = torch.arange(16.0).reshape(1, 1, 1, 16).expand(1, 1, 8, 16)
-    out = L.resize_nchw(x, 8, 8, "nearest-exact", "center")
+    out = R.resize_nchw(x, 8, 8, "nearest-exact", "center")
     assert out[0, 0, 0].tolist() == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
 
 
 def test_bislerp_keeps_vector_lengths_and_endpoints():
     x = latent(1, 4, 4)["samples"]
-    out = L.bislerp(x, 8, 8)
+    out = R.bislerp(x, 8, 8)
     assert out.shape == (1, 4, 8, 8)
     norms_in, norms_out = x.norm(dim=1), out.norm(dim=1)
     assert norms_out.min() >= norms_in.min() - 1e-4 and norms_out.max() <= norms_in.max() + 1e-4
-    same = L.bislerp(x, 4, 4)
+    same = R.bislerp(x, 4, 4)
     assert torch.allclose(same, x, atol=1e-5)
 
 
