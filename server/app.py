@@ -35,7 +35,8 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
     app = web.Application(middlewares=guard.middlewares(),
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
     store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
-    hub = Hub(capacity=options.ws_buffer, queue_remaining=lambda: worker.queue_remaining())
+    hub = Hub(capacity=options.ws_buffer, max_bytes=options.ws_buffer_bytes,
+              queue_remaining=lambda: worker.queue_remaining())
     worker = Worker(store=store, executor=executor, hub=hub, options=options)
     hub.on_connect = worker.replay_to
     if web_dirs is None:
