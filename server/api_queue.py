@@ -21,7 +21,6 @@ from .security import error_response, read_json, require_object
 from .state import ServerState, state_of
 
 _PROMPT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_BIG_GRAPH = 2000  # nodes; validating more than this moves off the event loop
 API_STATUSES = {"pending": (PENDING, None), "in_progress": (RUNNING, None), "completed": (DONE, SUCCESS),
                 "failed": (DONE, ERROR), "cancelled": (DONE, INTERRUPTED)}
 
@@ -68,7 +67,7 @@ def conversion_error(conversion: Conversion) -> web.Response:
     return web.json_response(body, status=400)
 
 
-def from_editor_format(state: ServerState, data: Any) -> dict[str, Any] | web.Response:
+async def from_editor_format(state: ServerState, data: Any) -> dict[str, Any] | web.Response:
     """Accept an editor-format workflow where an API prompt is expected (as `prompt`, or the whole body).
 
     It is converted on the server; the original is kept as the `workflow` metadata that SaveImage
@@ -78,10 +77,14 @@ def from_editor_format(state: ServerState, data: Any) -> dict[str, Any] | web.Re
         data = {"prompt": data}
     if not (isinstance(data, dict) and is_ui_workflow(data.get("prompt"))):
         return data
-    conversion = convert_ui_workflow(data["prompt"], state.registry)
+    extra = data.get("extra_data") or {}
+    if not isinstance(extra, dict) or not isinstance(extra.get("extra_pnginfo") or {}, dict):
+        raise _issue("invalid_prompt", "Invalid request field 'extra_data': it must be an object, and its "
+                     "'extra_pnginfo' too", details=f"got {type(extra).__name__}")
+    conversion = await asyncio.to_thread(convert_ui_workflow, data["prompt"], state.registry)  # off the loop
     if not conversion.ok:
         return conversion_error(conversion)
-    extra = dict(data.get("extra_data") or {})
+    extra = dict(extra)
     pnginfo = dict(extra.get("extra_pnginfo") or {})
     pnginfo.setdefault("workflow", data["prompt"])
     extra["extra_pnginfo"] = pnginfo
@@ -90,7 +93,7 @@ def from_editor_format(state: ServerState, data: Any) -> dict[str, Any] | web.Re
 
 async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
     """Check and queue one POST /prompt body (API or editor format): the submission, or the refusal."""
-    data = from_editor_format(state, data)
+    data = await from_editor_format(state, data)
     if isinstance(data, web.Response):
         return data
     req = parse_prompt_request(data)
@@ -109,10 +112,7 @@ async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
         return error_response(429, "queue_full", f"The queue is full ({state.options.max_queue} pending jobs)",
                               details=f"retry in about {retry} s", headers={"Retry-After": str(retry)})
     targets = req.partial_execution_targets
-    if len(req.workflow.nodes) > _BIG_GRAPH:
-        validation = await asyncio.to_thread(state.executor.validate, req.workflow, targets)
-    else:
-        validation = state.executor.validate(req.workflow, targets)
+    validation = await asyncio.to_thread(state.executor.validate, req.workflow, targets)  # never on the loop
     if not validation.ok:
         return web.json_response(validation.to_json(), status=400)
     extra_data = dict(req.extra_data)
@@ -156,7 +156,7 @@ async def post_convert(request: web.Request) -> web.Response:
     workflow = data.get("workflow") if isinstance(data, dict) and "workflow" in data else data
     if not is_ui_workflow(workflow):
         raise _issue("invalid_workflow", "Expected an editor-format workflow (an object with 'nodes' and 'links')")
-    conversion = convert_ui_workflow(workflow, state.registry)
+    conversion = await asyncio.to_thread(convert_ui_workflow, workflow, state.registry)
     if not conversion.ok:
         return conversion_error(conversion)
     return web.json_response({"prompt": conversion.prompt, "warnings": conversion.warnings})
