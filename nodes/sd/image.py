@@ -39,6 +39,7 @@ from graph import (
 )
 from graph.errors import InputError
 from graph.limits import Limits
+from graph.names import PREVIEW_CHARS, check_servable, shown
 from graph.node import Folders
 from graph.paths import UnsafePathError, atomic_write, check_name, safe_join, split_prefix, unique_output_path
 from nodes.sd.latent import CROP_METHODS, MAX_RESOLUTION, check_pixels, resize_nchw
@@ -124,13 +125,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _missing_image(name: str, folders: Folders | None) -> str | None:
-    """None when `name` is a readable file, else the message ComfyUI users know."""
+    """None when `name` is a readable file, else the message ComfyUI users know (the name shown once, bounded)."""
     try:
         path = resolve_image(folders, name)
     except (UnsafePathError, ValueError) as exc:
-        return f"Invalid image file: {name} ({exc})"
+        return f"Invalid image file: {exc}"
     if not path.is_file():
-        return f"Invalid image file: {name}"
+        return f"Invalid image file: {name if len(name) <= PREVIEW_CHARS else shown(name)}"
     return None
 
 
@@ -290,13 +291,20 @@ class LoadImageMask(_ImageFileNode):
 
 # ---------------------------------------------------------------------------------------------- saving
 
+def check_prefix(prefix: str) -> None:
+    """UnsafePathError unless files saved under `prefix` stay in their folder and /view can serve them."""
+    split_prefix(prefix)
+    check_servable(prefix, check_name(prefix, what="filename_prefix"), what="filename_prefix",
+                   last_is_prefix=not prefix.endswith("/"))
+
+
 class FilenamePrefixInput(StringInput):
     """A filename prefix that may name subfolders but never leave the output folder."""
 
     def coerce(self, value: Any, limits: Limits) -> str:
         value = super().coerce(value, limits)
         try:
-            split_prefix(value)
+            check_prefix(value)
         except UnsafePathError as exc:
             raise InputError("unsafe_path", f"Input '{self.name}': {exc}",
                              hint="use a name like 'ComfyUI' or 'folder/name'") from None
@@ -346,7 +354,7 @@ def save_images(root: Path, images: torch.Tensor, filename_prefix: str, *, kind:
         raise ValueError(f"{node}: images must be [batch, height, width, 3], got shape {list(images.shape)}")
     try:
         prefix = expand_prefix(filename_prefix, images.shape[2], images.shape[1])
-        split_prefix(prefix)
+        check_prefix(prefix)
     except UnsafePathError as exc:
         raise UnsafePathError(f"{node}, input 'filename_prefix': {exc}") from None
     extra = extra_pnginfo if isinstance(extra_pnginfo, dict) else None
