@@ -58,7 +58,7 @@ def test_device_names_are_fine_as_the_file_prefix_itself(engine: Engine):
 _PREFIX_CHARS = st.sampled_from(list("ab~./\\:_- %") + ["con", "nul", "..", "é", "\x00", "C:"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_PREFIX_CHARS, min_size=1, max_size=8).map("".join))
 def test_every_prefix_save_image_accepts_names_files_view_serves(prefix: str):
     """One rule: whatever SaveImage writes under a prefix, /view accepts its subfolder and file name."""

@@ -207,3 +207,14 @@ async def test_query_token_is_accepted_only_on_the_websocket(env):
         assert (await client.get("/queue", headers={"Authorization": "Bearer s3cret"})).status == 200
         ws = await client.ws_connect("/ws?clientId=x&token=s3cret")
         await ws.close()
+
+
+# -- found by the upload fuzzer: a deeply nested original_ref was a RecursionError (500) -----------
+async def test_a_deeply_nested_mask_reference_is_a_400(env):
+    from PIL import Image
+
+    Image.new("RGBA", (2, 2)).save(env.folders.input / "a.png")
+    async with served(env) as client:
+        for ref in ("[" * 5000, '{"filename": ' * 3000):
+            resp = await client.post("/upload/mask", data=_png("m.png", original_ref=ref))
+            assert resp.status == 400 and "original_ref" in (await resp.json())["error"]["message"]
