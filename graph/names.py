@@ -8,11 +8,11 @@ never produces a file whose result the editor then cannot show.
 from __future__ import annotations
 
 from .errors import shown
-from .paths import UnsafePathError
+from .paths import UnsafePathError, check_name, split_prefix
 
 RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
 PREVIEW_CHARS = 80
-__all__ = ["PREVIEW_CHARS", "RESERVED", "check_servable", "shown"]
+__all__ = ["PREVIEW_CHARS", "RESERVED", "check_prefix", "check_servable", "shown"]
 
 
 def check_servable(text: str, parts: list[str], *, what: str, last_is_prefix: bool = False) -> None:
@@ -36,3 +36,10 @@ def check_servable(text: str, parts: list[str], *, what: str, last_is_prefix: bo
             part.encode("utf-8")
         except UnicodeEncodeError:
             raise UnsafePathError(f"{what} is not valid text (a lone surrogate)") from None
+
+
+def check_prefix(prefix: str) -> None:
+    """UnsafePathError unless files saved under `prefix` (SaveImage's) stay in their folder and /view serves them."""
+    split_prefix(prefix)
+    check_servable(prefix, check_name(prefix, what="filename_prefix"), what="filename_prefix",
+                   last_is_prefix=not prefix.endswith("/"))

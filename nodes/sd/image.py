@@ -39,9 +39,9 @@ from graph import (
 )
 from graph.errors import InputError
 from graph.limits import Limits
-from graph.names import PREVIEW_CHARS, check_servable, shown
+from graph.names import PREVIEW_CHARS, check_prefix, shown
 from graph.node import Folders
-from graph.paths import UnsafePathError, atomic_write, check_name, safe_join, split_prefix, unique_output_path
+from graph.paths import UnsafePathError, atomic_write, check_name, safe_join, unique_output_path
 from nodes.sd.latent import CROP_METHODS, MAX_RESOLUTION, check_pixels, resize_nchw
 from nodes.sd.png_meta import build_png_info
 
@@ -290,13 +290,6 @@ class LoadImageMask(_ImageFileNode):
 
 
 # ---------------------------------------------------------------------------------------------- saving
-
-def check_prefix(prefix: str) -> None:
-    """UnsafePathError unless files saved under `prefix` stay in their folder and /view can serve them."""
-    split_prefix(prefix)
-    check_servable(prefix, check_name(prefix, what="filename_prefix"), what="filename_prefix",
-                   last_is_prefix=not prefix.endswith("/"))
-
 
 class FilenamePrefixInput(StringInput):
     """A filename prefix that may name subfolders but never leave the output folder."""

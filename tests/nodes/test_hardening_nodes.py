@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import nodes.primitives
 from graph.errors import Interrupted
+from graph.names import check_prefix
 from graph.node import InterruptToken
 from graph.paths import UnsafePathError
 from nodes.models.manager import ModelManager
@@ -63,7 +64,7 @@ _PREFIX_CHARS = st.sampled_from(list("ab~./\\:_- %") + ["con", "nul", "..", "é"
 def test_every_prefix_save_image_accepts_names_files_view_serves(prefix: str):
     """One rule: whatever SaveImage writes under a prefix, /view accepts its subfolder and file name."""
     try:
-        I.check_prefix(prefix)
+        check_prefix(prefix)
     except UnsafePathError:
         return
     subfolder, _, base = prefix.rpartition("/")
