@@ -12,6 +12,8 @@ from .paths import UnsafePathError, check_name, split_prefix
 
 RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
 PREVIEW_CHARS = 80
+MAX_NAME_BYTES = 255  # one file or folder name, on every common file system
+_SAVED_SUFFIX = "_00001_.webp"  # what a saver appends to the prefix (counter and the longest extension)
 __all__ = ["PREVIEW_CHARS", "RESERVED", "check_prefix", "check_servable", "shown"]
 
 
@@ -40,6 +42,9 @@ def check_servable(text: str, parts: list[str], *, what: str, last_is_prefix: bo
 
 def check_prefix(prefix: str) -> None:
     """UnsafePathError unless files saved under `prefix` (SaveImage's) stay in their folder and /view serves them."""
-    split_prefix(prefix)
+    _, base = split_prefix(prefix)
+    if len(base.encode("utf-8", "surrogatepass")) + len(_SAVED_SUFFIX) > MAX_NAME_BYTES:
+        raise UnsafePathError(f"filename_prefix {shown(base, 40)} is too long: the files saved under it "
+                              f"('{{prefix}}{_SAVED_SUFFIX}') must fit in {MAX_NAME_BYTES} bytes")
     check_servable(prefix, check_name(prefix, what="filename_prefix"), what="filename_prefix",
                    last_is_prefix=not prefix.endswith("/"))

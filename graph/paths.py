@@ -152,7 +152,8 @@ def atomic_write(path: str | os.PathLike[str], data_writer: Callable[[BinaryIO],
     """
     path = Path(path)
     folder = path.parent
-    tmp = folder / f".{path.name[:200]}.{secrets.token_hex(6)}.tmp"
+    stem = path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")  # bytes: names cap at 255
+    tmp = folder / f".{stem}.{secrets.token_hex(6)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o666)
     try:

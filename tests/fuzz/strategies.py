@@ -45,6 +45,47 @@ api_nodes = st.fixed_dictionaries(
 api_prompts = st.dictionaries(st.sampled_from(NODE_IDS) | texts, st.one_of(api_nodes, json_values), max_size=5)
 
 
+def _constant_for(spec: Any) -> st.SearchStrategy[Any]:
+    """A typed-in value for one declared input: mostly of its type and near its range, sometimes not."""
+    from graph.schema import BooleanInput, ComboInput, FloatInput, IntInput, StringInput
+
+    if isinstance(spec, IntInput):
+        low, high = spec.min if spec.min is not None else -(2**63), spec.max if spec.max is not None else 2**64
+        good = st.one_of(st.integers(max(low, -100), min(high, 100)), st.sampled_from([low, high, low - 1, high + 1]))
+    elif isinstance(spec, FloatInput):
+        good = st.floats(allow_nan=False, allow_infinity=False, min_value=-20, max_value=20)
+    elif isinstance(spec, StringInput):
+        good = st.one_of(texts, st.just("x" * 1000))
+    elif isinstance(spec, BooleanInput):
+        good = st.booleans()
+    elif isinstance(spec, ComboInput) and isinstance(spec.choices, (list, tuple)) and spec.choices:
+        good = st.sampled_from(list(spec.choices))
+    else:
+        good = leaves
+    return st.one_of(good, good, good, leaves)
+
+
+@st.composite
+def runnable_prompts(draw: st.DrawFn) -> dict[str, Any]:
+    """API prompts built from the test pack's schemas: inputs of the right names, values mostly of the right
+    type, links to earlier nodes' real outputs. Many validate and run, so execution is fuzzed too."""
+    by_type = {cls.SCHEMA.node_type: cls.SCHEMA for cls in testpack.NODES if cls.SCHEMA.node_type in NODE_TYPES}
+    prompt: dict[str, Any] = {}
+    for index in range(1, draw(st.integers(1, 6)) + 1):
+        schema = by_type[draw(st.sampled_from(sorted(by_type)))]
+        inputs: dict[str, Any] = {}
+        for spec in schema.inputs:
+            earlier = [(nid, slot) for nid, node in prompt.items()
+                       for slot in range(len(by_type[node["class_type"]].outputs))]
+            if earlier and draw(st.integers(0, 2)) == 0:
+                nid, slot = draw(st.sampled_from(earlier))
+                inputs[spec.name] = [nid, slot]
+            elif not spec.optional or draw(st.booleans()):
+                inputs[spec.name] = draw(_constant_for(spec))
+        prompt[str(index)] = {"class_type": schema.node_type, "inputs": inputs}
+    return prompt
+
+
 # -- editor format -------------------------------------------------------------------------------
 SUBGRAPH_IDS = ["sg-a", "sg-b"]
 ui_node_ids = st.one_of(st.integers(1, 6), st.integers(1, 6), st.sampled_from([-10, -20, 0, "5", "x"]))
@@ -117,7 +158,7 @@ def _maybe_junk(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 # -- the POST /prompt envelope -------------------------------------------------------------------
 prompt_ids = st.one_of(st.from_regex(r"[A-Za-z0-9_.:\-]{1,20}", fullmatch=True), texts, st.integers())
 envelopes = st.fixed_dictionaries(
-    {"prompt": st.one_of(api_prompts, ui_workflows, json_values)},
+    {"prompt": st.one_of(runnable_prompts(), runnable_prompts(), api_prompts, ui_workflows, json_values)},
     optional={"client_id": _maybe_junk(texts), "prompt_id": prompt_ids,
               "extra_data": _maybe_junk(st.dictionaries(st.sampled_from(["extra_pnginfo", "preview_method", "x"]),
                                                         json_values, max_size=2)),

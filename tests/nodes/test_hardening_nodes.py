@@ -51,12 +51,19 @@ def test_save_image_refuses_prefixes_whose_files_view_would_refuse(engine: Engin
     assert files(engine.folders.output) == []
 
 
+def test_a_prefix_too_long_for_its_file_names_is_refused_at_validation(engine: Engine):
+    result = engine.validate(save_graph("p" * 250))  # p..p_00001_.png would be 261 bytes
+    assert not result.ok and "too long" in result.node_errors["9"].errors[0].message
+    assert engine.run(save_graph("p" * 240)).status == "success"
+
+
 def test_device_names_are_fine_as_the_file_prefix_itself(engine: Engine):
     outcome = engine.run(save_graph("con"))  # writes con_00001_.png, which /view serves
     assert outcome.status == "success" and files(engine.folders.output) == ["con_00001_.png"]
 
 
-_PREFIX_CHARS = st.sampled_from(list("ab~./\\:_- %") + ["con", "nul", "..", "é", "\x00", "C:"])
+_PREFIX_CHARS = st.sampled_from(list("ab~./\\:_- %") + ["con", "nul", "..", "é", "\x00", "C:", "p" * 120,
+                                                               "\U0001f600" * 30])
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,7 +75,8 @@ def test_every_prefix_save_image_accepts_names_files_view_serves(prefix: str):
     except UnsafePathError:
         return
     subfolder, _, base = prefix.rpartition("/")
-    filename = f"{base}_00001_.png"
+    filename = f"{base}_00001_.webp"
+    assert len(filename.encode()) <= 255, "a saved file name must fit the file system"
     try:
         split_relative(subfolder, "subfolder", allow_empty=True)
         split_relative(filename, "filename")

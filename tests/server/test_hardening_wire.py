@@ -218,3 +218,14 @@ async def test_a_deeply_nested_mask_reference_is_a_400(env):
         for ref in ("[" * 5000, '{"filename": ' * 3000):
             resp = await client.post("/upload/mask", data=_png("m.png", original_ref=ref))
             assert resp.status == 400 and "original_ref" in (await resp.json())["error"]["message"]
+
+
+# -- found while fuzzing: the hidden temporary of a legal multi-byte name was over 255 bytes ------
+async def test_a_legal_multibyte_name_of_253_bytes_can_be_written(env):
+    from urllib.parse import quote
+
+    name = "\U0001f600" * 62 + ".json"  # 253 bytes: legal, but its temporary was counted in characters
+    async with served(env) as client:
+        resp = await client.post(f"/userdata/{quote(name)}", data=b"{}")
+        assert resp.status == 200, await resp.text()
+        assert (env.folders.user / "default" / name).read_bytes() == b"{}"
