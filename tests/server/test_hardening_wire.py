@@ -116,7 +116,7 @@ def test_send_buffer_is_bounded_in_bytes_dropping_previews_first():
     assert buf.offer("u" * 5000, droppable=False)  # previews make room for text
     assert buf.bytes <= 10_000
     assert buf.offer("v" * 9000, droppable=False) is False  # text alone cannot fit: the socket must go
-    assert "é" * 3000 and buf.offer("é" * 3000, droppable=False) is False  # counted in bytes, not characters
+    assert buf.offer("é" * 3000, droppable=False) is False  # 3,000 characters but up to 12,000 bytes
 
 
 class _StuckSocket:
