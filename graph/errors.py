@@ -10,6 +10,13 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool_
 _RECEIVED_PREVIEW = 200
 
 
+def shown(name: str, limit: int = 80) -> str:
+    """A bounded quoted preview of a client-supplied name for messages (a 1 MB name is not echoed back)."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}… ({len(name):,} characters)"
+
+
 def preview_value(value: Any, limit: int = _RECEIVED_PREVIEW) -> Any:
     """A JSON-safe, size-capped rendering of a received value for error messages."""
     if value is None or isinstance(value, (bool, int)):

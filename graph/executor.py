@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import check_produced
 from .cache import CacheEntry, CachePolicy, Key, NoCache, is_uncacheable, node_key
 from .errors import MISSING, Interrupted, preview_value
 from .events import (
@@ -379,6 +380,8 @@ class _Run:
                         ui.setdefault(k, []).extend(v)
                     else:
                         ui.setdefault(k, []).append(v)
+        limits = self.ex.limits
+        check_produced(out, ui, max_string_length=limits.max_string_length, max_ui_chars=limits.max_ui_chars)
         return CacheEntry(outputs=out, ui=ui)
 
     def _progress_fn(self, nid: str):

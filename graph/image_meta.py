@@ -119,6 +119,6 @@ def read_workflow_metadata(source: str | Path | bytes) -> dict[str, Any]:
         if key in texts:
             try:
                 out[key] = json.loads(texts[key])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 log.warning("the %r metadata of an image is not valid JSON; ignored", key)
     return out

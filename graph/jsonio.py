@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .bounds import find_unservable
 from .errors import Issue, RequestError
 
 
@@ -13,7 +14,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """Parse JSON, rejecting NaN/Infinity, pathological nesting and lone surrogates with a RequestError."""
+    """Parse JSON, rejecting NaN/Infinity, overflowing numbers, deep nesting and lone surrogates (RequestError)."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -28,6 +29,10 @@ def loads_strict(text: str | bytes) -> Any:
         raise RequestError(Issue(type="invalid_json", message="The JSON is nested too deeply")) from None
     except ValueError as exc:
         raise RequestError(Issue(type="invalid_json", message=f"Invalid JSON: {exc}")) from None
+    unservable = find_unservable(data)
+    if unservable is not None:
+        raise RequestError(Issue(type="invalid_json", message=f"Value refused: {unservable}",
+                                 details="such a value could not be stored and served back"))
     bad = find_lone_surrogate(data)
     if bad is not None:
         raise RequestError(Issue(type="invalid_json", message=f"Invalid text at {bad}: a lone surrogate "

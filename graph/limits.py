@@ -12,7 +12,8 @@ MAX_RESOLUTION = 16384  # the largest width/height a size input accepts (ComfyUI
 @dataclass(frozen=True, kw_only=True)
 class Limits:
     max_nodes: int = 100_000
-    max_string_length: int = 1_000_000
+    max_string_length: int = 1_000_000  # typed-in text and text a node produces
+    max_ui_chars: int = 4_000_000  # a node's UI output as JSON (stored in the history, sent to clients)
     max_combo_preview: int = 50
     # Width x height x batch of any image-sized tensor a node may be asked to allocate.
     max_pixels: int = 64 * 1024 * 1024

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import shown
+
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _MAX_COMPONENT_BYTES = 255
 _MAX_COUNTER_DIGITS = 12
@@ -35,22 +37,23 @@ def check_name(name: str, *, what: str = "path") -> list[str]:
     """
     if not isinstance(name, str):
         raise UnsafePathError(f"{what} must be text, got {type(name).__name__}")
+    quoted = shown(name)
     if "\x00" in name:
-        raise UnsafePathError(f"{what} {name!r} contains a NUL byte")
+        raise UnsafePathError(f"{what} {quoted} contains a NUL byte")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise UnsafePathError(f"{what} {name!r} contains a control character")
+        raise UnsafePathError(f"{what} {quoted} contains a control character")
     if "\\" in name:
-        raise UnsafePathError(f"{what} {name!r} contains a backslash; use '/' between folders")
+        raise UnsafePathError(f"{what} {quoted} contains a backslash; use '/' between folders")
     if name.startswith("/"):
-        raise UnsafePathError(f"{what} {name!r} is absolute; give a name relative to the folder")
+        raise UnsafePathError(f"{what} {quoted} is absolute; give a name relative to the folder")
     components = [c for c in name.split("/") if c]
     for comp in components:
         if comp in (".", ".."):
-            raise UnsafePathError(f"{what} {name!r} contains '{comp}'; names may not leave their folder")
+            raise UnsafePathError(f"{what} {quoted} contains '{comp}'; names may not leave their folder")
         if _DRIVE.match(comp):
-            raise UnsafePathError(f"{what} {name!r} looks like a drive letter path; give a relative name")
+            raise UnsafePathError(f"{what} {quoted} looks like a drive letter path; give a relative name")
         if len(comp.encode("utf-8", "surrogatepass")) > _MAX_COMPONENT_BYTES:
-            raise UnsafePathError(f"{what} {name!r} has a component longer than {_MAX_COMPONENT_BYTES} bytes")
+            raise UnsafePathError(f"{what} {quoted} has a component longer than {_MAX_COMPONENT_BYTES} bytes")
     return components
 
 
@@ -201,7 +204,8 @@ def atomic_write(path: str | os.PathLike[str], data_writer: Callable[[BinaryIO],
     """
     path = Path(path)
     folder = path.parent
-    tmp = folder / f".{path.name[:200]}.{secrets.token_hex(6)}.tmp"
+    stem = path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")  # bytes: names cap at 255
+    tmp = folder / f".{stem}.{secrets.token_hex(6)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o666)
     try:

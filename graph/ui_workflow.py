@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Issue
+from .limits import Limits
 from .registry import NodeDef, NodeRegistry
 from .schema import BooleanInput, IntInput
 from .types import types_compatible
@@ -56,16 +57,27 @@ def is_ui_workflow(data: Any) -> bool:
     return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
 
 
-def convert_ui_workflow(workflow: Mapping[str, Any], registry: NodeRegistry) -> Conversion:
-    """The API prompt for an editor-format workflow, with every node it could not convert named."""
+def convert_ui_workflow(workflow: Mapping[str, Any], registry: NodeRegistry, *,
+                        max_nodes: int = Limits.max_nodes) -> Conversion:
+    """The API prompt for an editor-format workflow, with every node it could not convert named.
+
+    The file is checked against the editor format's schema first; subgraph expansion stops as soon
+    as it would produce more than `max_nodes` nodes (nesting multiplies them geometrically).
+    """
+    from .ui_check import ui_workflow_problem
+
     result = Conversion()
+    problem = ui_workflow_problem(workflow)
+    if problem is not None:
+        result.errors[""] = [problem]
+        return result
     nodes = {str(n.get("id")): dict(n) for n in workflow.get("nodes") or [] if isinstance(n, Mapping)}
     links = _read_links(workflow.get("links") or [])
     subgraphs = {str(sg.get("id")): sg for sg in (workflow.get("definitions") or {}).get("subgraphs") or []
                  if isinstance(sg, Mapping)}
     if subgraphs:
         try:
-            nodes, links = _expand_subgraphs(nodes, links, subgraphs)
+            nodes, links = _expand_subgraphs(nodes, links, subgraphs, max_nodes=max_nodes)
         except ValueError as exc:
             result.errors[""] = [Issue(type="invalid_subgraph", message=str(exc))]
             return result
@@ -73,7 +85,7 @@ def convert_ui_workflow(workflow: Mapping[str, Any], registry: NodeRegistry) -> 
     for nid, node in nodes.items():
         kind = node.get("type")
         mode = node.get("mode", 0)
-        if kind in VIRTUAL or mode in (MUTED, BYPASS):
+        if not isinstance(kind, str) or kind in VIRTUAL or mode in (MUTED, BYPASS):
             continue
         node_def = registry.get(kind) if isinstance(kind, str) else None
         if node_def is None:
@@ -195,10 +207,10 @@ def _widget_values(node: Mapping[str, Any], node_def: NodeDef, warnings: list[st
         if isinstance(spec, IntInput) and spec.control_after_generate or spec.name in ("seed", "noise_seed"):
             # "fixed"/"randomize"/...; files from older editors saved a boolean there instead
             following_is_boolean = k + 1 < len(widgets) and isinstance(widgets[k + 1], BooleanInput)
-            if i < len(saved) and (saved[i] in CONTROL_VALUES
+            if i < len(saved) and (_is_one_of(saved[i], CONTROL_VALUES)
                                    or isinstance(saved[i], bool) and not following_is_boolean):
                 i += 1
-        if spec.extra.get("image_upload") and i < len(saved) and saved[i] in UPLOAD_VALUES:
+        if spec.extra.get("image_upload") and i < len(saved) and _is_one_of(saved[i], UPLOAD_VALUES):
             i += 1
     if i < len(saved):
         warnings.append(f"node {nid} ({node_def.class_type}): {len(saved) - i} saved widget value(s) beyond "
@@ -206,19 +218,47 @@ def _widget_values(node: Mapping[str, Any], node_def: NodeDef, warnings: list[st
     return values
 
 
-def _expand_subgraphs(nodes: dict[str, dict], links: dict[str, _Link],
-                      subgraphs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict], dict[str, _Link]]:
-    """Inline every subgraph instance (nested ones too): inner nodes get ids '<instance>:<inner>'."""
+def _is_one_of(value: Any, choices: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in choices
+
+
+def _expand_subgraphs(nodes: dict[str, dict], links: dict[str, _Link], subgraphs: Mapping[str, Mapping[str, Any]],
+                      *, max_nodes: int) -> tuple[dict[str, dict], dict[str, _Link]]:
+    """Inline every subgraph instance (nested ones too): inner nodes get ids '<instance>:<inner>'.
+
+    One level per round; the links leaving the instances of a round are rewired in one pass at its
+    end (per instance it would be quadratic). The node count is checked after every instance.
+    """
     for _ in range(MAX_SUBGRAPH_DEPTH):
         instances = [nid for nid, n in nodes.items() if str(n.get("type")) in subgraphs]
         if not instances:
             return nodes, links
+        produced: dict[str, dict[int, tuple[str, int]]] = {}
         for inst_id in instances:
-            _inline(inst_id, nodes, links, subgraphs[str(nodes[inst_id]["type"])])
+            produced[inst_id] = _inline(inst_id, nodes, links, subgraphs[str(nodes[inst_id]["type"])])
+            if len(nodes) > max_nodes or len(links) > 4 * max_nodes:
+                raise ValueError(f"expanding the subgraphs gives more than {max_nodes:,} nodes (instances of "
+                                 "nested subgraphs multiply); the limit keeps one file from freezing the server")
+        _rewire(links, produced)
     raise ValueError(f"subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH} levels (or contain themselves)")
 
 
-def _inline(inst_id: str, nodes: dict[str, dict], links: dict[str, _Link], sg: Mapping[str, Any]) -> None:
+def _rewire(links: dict[str, _Link], produced: Mapping[str, Mapping[int, tuple[str, int]]]) -> None:
+    """Links that left an inlined instance now leave the inner node that produces that output."""
+    for link_id, link in list(links.items()):
+        source: tuple[str, int] | None = (link.origin, link.origin_slot)
+        seen: set[str] = set()
+        while source is not None and source[0] in produced and source[0] not in seen:
+            seen.add(source[0])
+            source = produced[source[0]].get(source[1])
+        if source is None or source[0] in produced:
+            del links[link_id]
+        elif source != (link.origin, link.origin_slot):
+            links[link_id] = _Link(link.id, source[0], source[1], link.target, link.target_slot, link.type)
+
+
+def _inline(inst_id: str, nodes: dict[str, dict], links: dict[str, _Link],
+            sg: Mapping[str, Any]) -> dict[int, tuple[str, int]]:
     instance = nodes.pop(inst_id)
     prefix = f"{inst_id}:"
     inner_links = _read_links(sg.get("links") or [])
@@ -248,13 +288,7 @@ def _inline(inst_id: str, nodes: dict[str, dict], links: dict[str, _Link], sg: M
         nodes[copy["id"]] = copy
     for link_id in list(feeding.values()):
         links.pop(link_id, None)
-    for link_id, link in list(links.items()):
-        if link.origin == inst_id:
-            source = produced.get(link.origin_slot)
-            if source is None:
-                del links[link_id]
-            else:
-                links[link_id] = _Link(link.id, source[0], source[1], link.target, link.target_slot, link.type)
+    return produced
 
 
 def _outer_origin(link: _Link, prefix: str, feeding: dict[int, str],

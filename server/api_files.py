@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import mimetypes
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from graph.errors import Issue, RequestError
+from graph.jsonio import loads_strict
 
 from .files import (
     PathError,
@@ -155,8 +155,8 @@ async def post_upload_mask(request: web.Request) -> web.Response:
     fields, data, filename = await _read_upload(request, state)
     kind, subfolder, root, name, overwrite = _upload_target(state, fields, filename)
     try:
-        ref = json.loads(fields.get("original_ref", ""))
-    except ValueError:
+        ref = loads_strict(fields.get("original_ref", ""))  # bounded nesting: a deep value is a 400, not a 500
+    except RequestError:
         ref = None
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise RequestError(Issue(type="invalid_request", message="original_ref must be a JSON object with a "

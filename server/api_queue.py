@@ -22,7 +22,6 @@ from .state import ServerState, state_of
 from .wire import wire_number
 
 _PROMPT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_BIG_GRAPH = 2000  # nodes; validating more than this moves off the event loop
 API_STATUSES = {"pending": (PENDING, None), "in_progress": (RUNNING, None), "completed": (DONE, SUCCESS),
                 "failed": (DONE, ERROR), "cancelled": (DONE, INTERRUPTED)}
 
@@ -70,8 +69,8 @@ def conversion_error(conversion: Conversion) -> web.Response:
 
 async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
     """Check and queue one POST /prompt body (API or editor format): the submission, or the refusal."""
-    try:
-        req = prompt_request_from(data, state.registry, bare_prompt=False)
+    try:  # conversion can be large work: off the event loop
+        req = await asyncio.to_thread(prompt_request_from, data, state.registry, bare_prompt=False)
     except ConversionFailed as exc:
         return conversion_error(exc.conversion)
     prompt_id = req.prompt_id
@@ -89,10 +88,7 @@ async def submit(state: ServerState, data: Any) -> web.Response | Submitted:
         return error_response(429, "queue_full", f"The queue is full ({state.options.max_queue} pending jobs)",
                               details=f"retry in about {retry} s", headers={"Retry-After": str(retry)})
     targets = req.partial_execution_targets
-    if len(req.workflow.nodes) > _BIG_GRAPH:
-        validation = await asyncio.to_thread(state.executor.validate, req.workflow, targets)
-    else:
-        validation = state.executor.validate(req.workflow, targets)
+    validation = await asyncio.to_thread(state.executor.validate, req.workflow, targets)  # never on the loop
     if not validation.ok:
         return web.json_response(validation.to_json(), status=400)
     extra_data = dict(req.extra_data)
@@ -135,7 +131,7 @@ async def post_convert(request: web.Request) -> web.Response:
     workflow = data.get("workflow") if isinstance(data, dict) and "workflow" in data else data
     if not is_ui_workflow(workflow):
         raise _issue("invalid_workflow", "Expected an editor-format workflow (an object with 'nodes' and 'links')")
-    conversion = convert_ui_workflow(workflow, state.registry)
+    conversion = await asyncio.to_thread(convert_ui_workflow, workflow, state.registry)
     if not conversion.ok:
         return conversion_error(conversion)
     return web.json_response({"prompt": conversion.prompt, "warnings": conversion.warnings})

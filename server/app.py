@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from graph import Executor, NodeRegistry
+from graph.stale import remove_partial_writes
 
 from .jobs import JobStore
 from .options import ServerOptions
@@ -40,7 +42,7 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
     app = web.Application(middlewares=guard.middlewares(),
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
     store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
-    hub = Hub(capacity=options.ws_buffer, queue_remaining=store.queue_remaining)
+    hub = Hub(capacity=options.ws_buffer, max_bytes=options.ws_buffer_bytes, queue_remaining=store.queue_remaining)
     worker = Worker(store=store, executor=executor, hub=hub, options=options)
     app[STATE] = ServerState(settings=settings, registry=registry, executor=executor, options=options, store=store,
                              hub=hub, worker=worker, web_root=web_root, web_dirs=dict(web_dirs or {}),
@@ -53,6 +55,9 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
 
 async def _run_worker(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
+    folders = state.settings.folders
+    roots = [p for p in (getattr(folders, n, None) for n in ("input", "output", "temp", "user", "models")) if p]
+    await asyncio.to_thread(remove_partial_writes, roots)
     for item in state.store.recover(max_attempts=state.options.max_attempts):
         if item.action == "requeued":
             log.warning("job %s was running when the server stopped; re-queued (attempt %d of %d)",

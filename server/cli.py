@@ -16,8 +16,8 @@ def _env_float(name: str, default: float | None) -> float | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server")
     group.add_argument("--auth-token", default=os.environ.get("SUMIE_AUTH_TOKEN"), metavar="TOKEN",
-                       help="require this token on every request (Authorization: Bearer TOKEN, or ?token=); "
-                            "env SUMIE_AUTH_TOKEN")
+                       help="require this token on every request (Authorization: Bearer TOKEN; ?token= only on "
+                            "the websocket); env SUMIE_AUTH_TOKEN")
     group.add_argument("--allow-remote", action="store_true", default=os.environ.get("SUMIE_ALLOW_REMOTE") == "1",
                        help="allow --listen beyond loopback without --auth-token (anyone who can reach the port "
                             "can run jobs and read outputs); env SUMIE_ALLOW_REMOTE=1")

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from graph.names import check_servable
 from graph.paths import UnsafePathError, atomic_write, check_name, is_inside
 
 FOLDER_TYPES = ("output", "input", "temp")
-_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
 
 
 class PathError(ValueError):
@@ -43,21 +43,14 @@ def split_relative(text: str, what: str, *, nested: bool = True, allow_empty: bo
     """
     if not isinstance(text, str):
         raise PathError(f"{what} must be text")
-    if text.startswith("~"):
-        raise PathError(f"{what} must be a relative path, got {text[:80]!r}")
     try:
         parts = check_name(text, what=what)
     except UnsafePathError as exc:
         raise PathError(str(exc)) from None
-    for part in parts:
-        if part.startswith("."):
-            raise PathError(f"{what} must not name a hidden file or folder ({part[:40]!r})")
-        if part.split(".")[0].strip().lower() in _RESERVED:
-            raise PathError(f"{what} uses a reserved device name ({part[:40]!r})")
-        try:
-            part.encode("utf-8")
-        except UnicodeEncodeError:
-            raise PathError(f"{what} is not valid text (a lone surrogate)") from None
+    try:
+        check_servable(text, parts, what=what)  # the same rule SaveImage's prefix obeys
+    except UnsafePathError as exc:
+        raise PathError(str(exc)) from None
     if not parts and not allow_empty:
         raise PathError(f"{what} is empty")
     if not nested and len(parts) > 1:

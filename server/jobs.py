@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -313,8 +314,21 @@ class JobStore:
 def _job(row: Sequence[Any]) -> Job:
     (prompt_id, number, state, status, attempts, client_id, digest, prompt, extra_data, outputs_to_execute,
      outputs, messages, created, started, finished) = row
-    return Job(prompt_id=prompt_id, number=number, state=state, status=status, attempts=attempts,
-               client_id=client_id, digest=digest, prompt=json.loads(prompt), extra_data=json.loads(extra_data),
-               outputs_to_execute=json.loads(outputs_to_execute), outputs=json.loads(outputs) if outputs else {},
-               messages=json.loads(messages) if messages else [], created=created, started=started,
+    return Job(prompt_id=prompt_id, number=number if math.isfinite(number) else 0.0, state=state, status=status,
+               attempts=attempts, client_id=client_id, digest=digest, prompt=_stored(prompt, {}),
+               extra_data=_stored(extra_data, {}), outputs_to_execute=_stored(outputs_to_execute, []),
+               outputs=_stored(outputs, {}), messages=_stored(messages, []), created=created, started=started,
                finished=finished)
+
+
+def _stored(text: str | None, empty: Any) -> Any:
+    """A stored JSON column. Rows written before values were bounded at ingest may hold what cannot be
+    served (nesting too deep to parse, Infinity): such a row reads as empty rather than failing every
+    listing that includes it."""
+    if not text:
+        return empty
+    try:
+        return json.loads(text, parse_constant=str)
+    except (RecursionError, ValueError):
+        log.warning("a stored job value cannot be read back (%d characters); it is shown as empty", len(text))
+        return empty

@@ -50,10 +50,11 @@ def document(routes: tuple[Any, ...]) -> dict[str, Any]:
         op: dict[str, Any] = {"summary": route.summary, "tags": [route.tag],
                               "operationId": f"{route.method.lower()}_{route.handler.__name__}_{len(paths)}",
                               "responses": {str(code): _response(code) for code in route.responses}}
-        params = _PARAM.findall(route.path)
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in _PARAM.findall(route.path)]
+        params += [{"name": q, "in": "query", "schema": {"type": "string"}} for q in route.query]
         if params:
-            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                                for p in params]
+            op["parameters"] = params
         if route.body == "PromptRequest":
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/PromptRequest"}}}}

@@ -25,11 +25,16 @@ class ServerOptions:
     max_attempts: int = 2  # runs of one job before a crash mid-run fails it as worker_lost
     max_history: int = 10_000
     ws_buffer: int = 1024  # queued messages per websocket before previews are dropped / the socket closed
+    ws_buffer_mb: float = 16.0  # the same bound in bytes: a socket that never reads holds no more than this
     shutdown_grace: float = 10.0  # seconds to wait for the running job to honour a shutdown interrupt
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def ws_buffer_bytes(self) -> int:
+        return int(self.ws_buffer_mb * 1024 * 1024)
 
     @property
     def max_json_bytes(self) -> int:

@@ -29,6 +29,7 @@ class Route:
     api: bool = True  # also served as /api + path
     body: str | None = None  # name of the request body's schema in the OpenAPI document
     responses: tuple[int, ...] = (200,)
+    query: tuple[str, ...] = ()  # query parameters, declared in the OpenAPI document (all optional strings)
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -45,12 +46,13 @@ ROUTES: tuple[Route, ...] = (
           responses=(200, 400), summary="Convert an editor-format workflow to an API prompt."),
     Route(method="POST", path="/run", handler=queue.post_run, tag="queue", body="PromptRequest",
           responses=(200, 202, 400, 409, 429),
+          query=("timeout",),
           summary="Queue a workflow and wait for its outputs (?timeout=seconds; 202 with the id if it passes)."),
     Route(method="GET", path="/queue", handler=queue.get_queue, tag="queue", summary="Running and pending jobs."),
     Route(method="POST", path="/queue", handler=queue.post_queue, tag="queue", body="DeleteOrClear",
           summary="Delete pending jobs by id, or clear the pending queue."),
-    Route(method="GET", path="/history", handler=queue.get_history, tag="queue",
-          summary="Finished jobs (?max_items=&offset=)."),
+    Route(method="GET", path="/history", handler=queue.get_history, tag="queue", query=("max_items", "offset"),
+          responses=(200, 400), summary="Finished jobs (?max_items=&offset=)."),
     Route(method="GET", path="/history/{prompt_id}", handler=queue.get_history_item, tag="queue",
           responses=(200, 404),
           summary="One finished job; {} while pending or running (header X-Job-Status); 404 if unknown."),
@@ -58,7 +60,8 @@ ROUTES: tuple[Route, ...] = (
           summary="Delete history entries by id, or clear history."),
     Route(method="POST", path="/interrupt", handler=queue.post_interrupt, tag="queue", body="Interrupt",
           summary="Stop the running job (only if it is prompt_id, when given)."),
-    Route(method="GET", path="/jobs", handler=queue.get_jobs, tag="queue",
+    Route(method="GET", path="/jobs", handler=queue.get_jobs, tag="queue", responses=(200, 400),
+          query=("status", "limit", "offset", "sort_order"),
           summary="Every job, newest first (?status=pending,in_progress,completed,failed,cancelled&limit=&offset="
                   "&sort_order=)."),
     Route(method="GET", path="/jobs/{prompt_id}", handler=queue.get_job, tag="queue", responses=(200, 404),
@@ -68,6 +71,7 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/object_info/{node_class}", handler=system.get_object_info, tag="nodes",
           summary="The schema of one node type ({} if unknown)."),
     Route(method="GET", path="/view", handler=files.get_view, tag="files", responses=(200, 400, 403, 404),
+          query=("filename", "subfolder", "type", "channel", "preview"),
           summary="A file from output/, input/ or temp/ (?filename=&subfolder=&type=&channel=&preview=)."),
     Route(method="POST", path="/upload/image", handler=files.post_upload_image, tag="files", body="Upload",
           responses=(200, 400, 413, 415),
@@ -87,15 +91,17 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/features", handler=system.get_features, tag="system",
           summary="What this server supports."),
     Route(method="GET", path="/userdata", handler=files.list_userdata, tag="userdata", responses=(200, 404),
+          query=("dir", "recurse", "full_info", "split"),
           summary="Files in a user folder (?dir=workflows&recurse=&full_info=&split=)."),
     Route(method="GET", path="/userdata/{file}", handler=files.get_userdata, tag="userdata", responses=(200, 404),
           summary="A saved user file (the name may hold %2F-encoded folders)."),
     Route(method="POST", path="/userdata/{file}", handler=files.post_userdata, tag="userdata",
-          responses=(200, 409, 413), summary="Save a user file (?overwrite=false refuses to replace)."),
+          responses=(200, 409, 413), query=("overwrite", "full_info"),
+          summary="Save a user file (?overwrite=false refuses to replace)."),
     Route(method="DELETE", path="/userdata/{file}", handler=files.delete_userdata, tag="userdata",
           responses=(204, 404), summary="Delete a user file."),
     Route(method="POST", path="/userdata/{file}/move/{dest}", handler=files.move_userdata, tag="userdata",
-          responses=(200, 404, 409), summary="Rename a user file."),
+          responses=(200, 404, 409), query=("overwrite", "full_info"), summary="Rename a user file."),
     Route(method="GET", path="/extensions", handler=plugins.get_extensions, tag="files",
           summary="URLs of the plugins' web (JavaScript) files."),
     Route(method="GET", path="/extensions/{pack}/{path:.+}", handler=plugins.get_extension_file, tag="files",

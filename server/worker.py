@@ -62,13 +62,16 @@ class Worker:
         """Interrupt the running job for a restart: it goes back to the queue and runs next time."""
         self._stopping = True
         self._wake.set()
-        if self.current is not None:
-            self.current.token.set(SHUTDOWN)
+        current = self.current
+        if current is not None:
+            current.token.set(SHUTDOWN)
         if self._running is not None:
             done, _ = await asyncio.wait({self._running}, timeout=self.options.shutdown_grace)
-            if not done:
-                log.warning("the running job did not stop within %.0f s; it is re-queued on the next start",
-                            self.options.shutdown_grace)
+            if not done and current is not None:
+                # A stop is not a crash: back to the queue now, without using an attempt.
+                self.store.requeue(current.job.prompt_id, uncount_attempt=True)
+                log.warning("job %s did not stop within %.0f s; re-queued, it runs again on the next start",
+                            current.job.prompt_id, self.options.shutdown_grace)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -25,47 +25,75 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
 
 
 class SendBuffer:
-    """Messages waiting for one socket. Full: a preview is dropped (the oldest queued one first, to make
-    room for text); when only text is queued, `offer` says no and the caller closes the socket."""
+    """Messages waiting for one socket, bounded in count and in bytes (one preview frame can be a megabyte).
 
-    def __init__(self, capacity: int) -> None:
+    Full: previews are dropped (the oldest queued ones first, to make room for text); when only text
+    is queued and it still does not fit, `offer` says no and the caller closes the socket.
+    """
+
+    def __init__(self, capacity: int, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.items: deque[tuple[str | bytes, bool]] = deque()
+        self.bytes = 0
         self.dropped_previews = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _fits(self, size: int) -> bool:
+        return len(self.items) < self.capacity and self.bytes + size <= self.max_bytes
+
     def offer(self, message: str | bytes, *, droppable: bool) -> bool:
-        items = self.items
-        if len(items) >= self.capacity:
+        size = _size(message)
+        if not self._fits(size):
             if droppable:
                 self.dropped_previews += 1
                 return True
-            for i, (_, can_drop) in enumerate(items):
-                if can_drop:
-                    del items[i]
-                    self.dropped_previews += 1
-                    break
-            else:
+            self._drop_previews_for(size)
+            if not self._fits(size):
                 return False
-        items.append((message, droppable))
+        self.items.append((message, droppable))
+        self.bytes += size
         return True
 
+    def _drop_previews_for(self, size: int) -> None:
+        """Drop queued previews, oldest first, until a text message of `size` bytes fits (or none are left)."""
+        kept: deque[tuple[str | bytes, bool]] = deque()
+        count, total = len(self.items), self.bytes
+        for item in self.items:
+            if item[1] and not (count < self.capacity and total + size <= self.max_bytes):
+                count -= 1
+                total -= _size(item[0])
+                self.dropped_previews += 1
+            else:
+                kept.append(item)
+        self.items, self.bytes = kept, total
+
     def pop(self) -> str | bytes:
-        return self.items.popleft()[0]
+        message = self.items.popleft()[0]
+        self.bytes -= _size(message)
+        return message
 
     def clear(self) -> None:
         self.items.clear()
+        self.bytes = 0
+
+
+def _size(message: str | bytes) -> int:
+    """Bytes the message holds (an upper bound for non-ASCII text, which is cheaper than encoding it)."""
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return 4 * len(message)
 
 
 class Client:
     """One connected socket and its outgoing buffer, drained by its own task."""
 
-    def __init__(self, sid: str, ws: web.WebSocketResponse, capacity: int) -> None:
+    def __init__(self, sid: str, ws: web.WebSocketResponse, capacity: int, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.sid = sid
         self.ws = ws
-        self.buffer = SendBuffer(capacity)
+        self.buffer = SendBuffer(capacity, max_bytes)
         self.ready = asyncio.Event()
         self.closing = False
         self.task: asyncio.Task[None] | None = None
@@ -99,8 +127,10 @@ class Client:
 class Hub:
     """All connected sockets. Call its methods on the event loop thread only."""
 
-    def __init__(self, *, capacity: int, queue_remaining: Callable[[], int]) -> None:
+    def __init__(self, *, capacity: int, queue_remaining: Callable[[], int],
+                 max_bytes: int = 16 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.clients: dict[str, Client] = {}
         self.queue_remaining = queue_remaining  # the job store's count
         self.running: RunState | None = None  # the run in progress, set by the worker: replayed on reconnect
@@ -135,7 +165,8 @@ class Hub:
 
     def _offer(self, client: Client, message: str | bytes, *, droppable: bool) -> None:
         if not client.offer(message, droppable=droppable):
-            log.warning("websocket %s is too slow (%d messages waiting): closing it", client.sid, len(client.buffer))
+            log.warning("websocket %s is too slow (%d messages, %d bytes waiting): closing it", client.sid,
+                        len(client.buffer), client.buffer.bytes)
             client.closing = True
             client.buffer.clear()
             asyncio.get_running_loop().create_task(
@@ -147,7 +178,7 @@ class Hub:
         await ws.prepare(request)
         requested = request.query.get("clientId", "")
         sid = requested if _CLIENT_ID.fullmatch(requested) else uuid.uuid4().hex
-        client = Client(sid, ws, self.capacity)
+        client = Client(sid, ws, self.capacity, self.max_bytes)
         old = self.clients.get(sid)
         if old is not None:  # the same client reconnecting: the new socket wins
             old.closing = True

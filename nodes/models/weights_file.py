@@ -12,6 +12,7 @@ import json
 import pickle
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +40,9 @@ def _check_safetensors_header(path: Path) -> None:
         raw = handle.read(header_len)
     try:
         header = json.loads(raw)
+    except RecursionError:
+        raise ModelLoadError(path, "safetensors header nests too deeply to be a tensor index; expected a "
+                                   "safetensors file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(
             path, f"safetensors header is not valid JSON ({exc}); expected a safetensors file"
@@ -79,8 +83,8 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
                                        "checkpoints (tensors in plain containers) are loaded") from None
         detail = next((line for line in lines if line.startswith("Unsupported")), type(exc).__name__)
         raise ModelLoadError(path, f"cannot read checkpoint ({detail}); expected a torch-saved state dict") from None
-    except (EOFError, RuntimeError, OSError, ValueError, IndexError, KeyError, struct.error) as exc:  # garbage bytes
-        raise ModelLoadError(path, f"cannot read checkpoint ({type(exc).__name__}: {exc}); "
+    except Exception as exc:  # noqa: BLE001 (torch's legacy reader fails on foreign bytes in many ways)
+        raise ModelLoadError(path, f"cannot read checkpoint ({_what(path, exc)}); "
                                    "expected a torch-saved state dict") from None
     # Lightning checkpoints wrap the weights in "state_dict"; some trainers use "model" or "module";
     # BasicSR (Real-ESRGAN and most upscale models) uses "params_ema" (averaged) or "params".
@@ -93,19 +97,44 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
+def _what(path: Path, exc: BaseException) -> str:
+    """The reader's complaint, or what the file looks like when it is plainly not a weights file."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        head = b""
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"it is a text file starting {head[:40].decode('ascii')!r}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors in a weights file, on the CPU in the file's dtype; raises ``ModelLoadError``."""
+    """All tensors in a weights file, on the CPU in the file's dtype; raises ``ModelLoadError``.
+
+    Whatever goes wrong inside a reader, the error names the file: a broken download must never
+    surface as a bare KeyError or RecursionError.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(path, "no such file")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        sd = _read_safetensors(path)
+        sd = _guarded(_read_safetensors, path)
     elif suffix in PICKLE_SUFFIXES:
-        sd = _read_pickle(path)
+        sd = _guarded(_read_pickle, path)
     else:
         raise ModelLoadError(path, f"unsupported file type {suffix or '(none)'!r}; expected .safetensors "
                                    "or a weights-only .ckpt/.pt/.pth/.bin")
     if not sd:
         raise ModelLoadError(path, "contains no tensors; expected model weights")
     return sd
+
+
+def _guarded(reader: Callable[[Path], dict[str, torch.Tensor]], path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return reader(path)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(path, f"cannot read the file ({_what(path, exc)}); expected model weights") from None

@@ -28,14 +28,9 @@ from graph import (
 )
 from graph.errors import InputError
 from graph.limits import Limits
+from graph.names import PREVIEW_CHARS, check_prefix, shown
 from graph.node import Folders
-from graph.paths import (
-    UnsafePathError,
-    check_name,
-    safe_join,
-    split_annotation,
-    split_prefix,
-)
+from graph.paths import UnsafePathError, check_name, safe_join, split_annotation
 from nodes.sd.image_files import CHANNELS, load_image, load_mask, save_images
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".mpo",
@@ -102,13 +97,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _missing_image(name: str, folders: Folders | None) -> str | None:
-    """None when `name` is a readable file, else the message ComfyUI users know."""
+    """None when `name` is a readable file, else the message ComfyUI users know (the name shown once, bounded)."""
     try:
         path = resolve_image(folders, name)
     except (UnsafePathError, ValueError) as exc:
-        return f"Invalid image file: {name} ({exc})"
+        return f"Invalid image file: {exc}"
     if not path.is_file():
-        return f"Invalid image file: {name}"
+        return f"Invalid image file: {name if len(name) <= PREVIEW_CHARS else shown(name)}"
     return None
 
 
@@ -177,7 +172,7 @@ class FilenamePrefixInput(StringInput):
     def coerce(self, value: Any, limits: Limits) -> str:
         value = super().coerce(value, limits)
         try:
-            split_prefix(value)
+            check_prefix(value)
         except UnsafePathError as exc:
             raise InputError("unsafe_path", f"Input '{self.name}': {exc}",
                              hint="use a name like 'ComfyUI' or 'folder/name'") from None

@@ -32,6 +32,7 @@ def _manager(ctx: Any) -> ModelManager:
 
 
 def _path(ctx: Any, kind: str, name: str, input_name: str) -> Path:
+    ctx.check_interrupt()  # a stop asked for while earlier nodes ran must not start a long load
     try:
         return resolve(ctx.folders, kind, name)
     except ModelLoadError as exc:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from graph.paths import UnsafePathError, atomic_write, split_prefix, unique_output_path
+from graph.names import check_prefix
+from graph.paths import UnsafePathError, atomic_write, unique_output_path
 
 # Tries to claim a free name when other writers keep taking the one proposed.
 _MAX_ATTEMPTS = 1000
@@ -38,7 +39,7 @@ def checked_prefix(filename_prefix: str, width: int, height: int, *, node: str) 
     """The expanded prefix, or UnsafePathError naming the node and input when it would leave the folder."""
     try:
         prefix = expand_prefix(filename_prefix, width, height)
-        split_prefix(prefix)
+        check_prefix(prefix)
     except UnsafePathError as exc:
         raise UnsafePathError(f"{node}, input 'filename_prefix': {exc}") from None
     return prefix

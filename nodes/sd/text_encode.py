@@ -155,36 +155,51 @@ def _resolve_layer(layer: int, num_layers: int) -> int | None:
     return None if abs(layer) > num_layers else layer
 
 
+ROWS_PER_PASS = 8  # 77-token rows per forward pass: a very long prompt stays interruptible between passes
+
+
 @torch.no_grad()
 def encode_chunks(
-    encoder: Any, chunks: TokenChunks, *, layer: int, layer_norm: bool, device: torch.device | None = None
+    encoder: Any, chunks: TokenChunks, *, layer: int, layer_norm: bool, device: torch.device | None = None,
+    check: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One encoder's conditioning [1, 77*k, D] and pooled output [1, P] (None without a projection)."""
+    """One encoder's conditioning [1, 77*k, D] and pooled output [1, P] (None without a projection).
+
+    `check` (the node's interrupt check) is called before each pass of ROWS_PER_PASS rows.
+    """
     weighted = chunks.has_weights
     rows = chunks.ids + ([empty_ids(chunks.pad_id)] if weighted else [])
     if device is None:
         device = next(encoder.parameters()).device
+    parts: list[torch.Tensor] = []
+    pooled: torch.Tensor | None = None
     with extended_vocabulary(encoder, chunks.extra) as vocab:
-        ids = torch.tensor(rows, dtype=torch.long, device=device)
-        ids = torch.where(ids < 0, vocab - 1 - ids, ids)  # -(k + 1) -> vocab + k
-        out = encoder(input_ids=ids, output_hidden_states=True)
-    num_layers = len(out.hidden_states) - 1
-    index = _resolve_layer(layer, num_layers)
-    if index is None:
-        hidden = out.last_hidden_state
-    else:
-        hidden = out.hidden_states[index]
-        if layer_norm:
-            hidden = _text_model(encoder).final_layer_norm(hidden)
-    hidden = hidden.float()
+        for start in range(0, len(rows), ROWS_PER_PASS):
+            if check is not None:
+                check()
+            ids = torch.tensor(rows[start:start + ROWS_PER_PASS], dtype=torch.long, device=device)
+            ids = torch.where(ids < 0, vocab - 1 - ids, ids)  # -(k + 1) -> vocab + k
+            out = encoder(input_ids=ids, output_hidden_states=True)
+            parts.append(_select_layer(encoder, out, layer, layer_norm).float())
+            if start == 0:
+                pooled = getattr(out, "text_embeds", None)
+    hidden = torch.cat(parts)
     sections = hidden[: len(chunks)]
     if weighted:
         empty = hidden[-1:]
         w = torch.tensor(chunks.weights, dtype=torch.float32, device=hidden.device).unsqueeze(-1)
         sections = torch.where(w != 1.0, empty + (sections - empty) * w, sections)
     cond = sections.reshape(1, -1, sections.shape[-1]).cpu()
-    pooled = getattr(out, "text_embeds", None)
     return cond, (pooled[:1].float().cpu() if pooled is not None else None)
+
+
+def _select_layer(encoder: Any, out: Any, layer: int, layer_norm: bool) -> torch.Tensor:
+    num_layers = len(out.hidden_states) - 1
+    index = _resolve_layer(layer, num_layers)
+    if index is None:
+        return out.last_hidden_state
+    hidden = out.hidden_states[index]
+    return _text_model(encoder).final_layer_norm(hidden) if layer_norm else hidden
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -200,13 +215,13 @@ def _tokenizer(clip: Any, spec: Any) -> Any:
     return load_clip_tokenizer(spec.pad)
 
 
-def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger | None = None,
-                folders: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger | None = None, folders: Any = None,
+                check: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encode with every encoder of a CLIP handle; `texts` maps encoder names (clip_l, clip_g, clip_h) to text.
 
     Returns the conditioning [1, 77*k, sum of widths] and the pooled output of the last encoder that
     has a projection (OpenCLIP-G for SDXL), or None. `embedding:name` is looked up in
-    `folders.models/embeddings`.
+    `folders.models/embeddings`. `check` is the interrupt check, called between passes.
     """
     specs = clip.specs
     lookup = EmbeddingLookup(folders=folders, logger=logger or log)
@@ -218,6 +233,8 @@ def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger |
         def embed(name: str, spec: Any = spec, width: int = width) -> torch.Tensor | None:
             return lookup.vectors(name, spec.name, width)
 
+        if check is not None:
+            check()
         tokenized.append(tokenize_prompt(tok, texts[spec.name], pad_id=_pad_id(tok), logger=logger, embed=embed))
     count = max(len(t) for t in tokenized)
     tokenized = [t.padded_to(count) for t in tokenized]
@@ -231,7 +248,8 @@ def encode_clip(clip: Any, texts: Mapping[str, str], *, logger: logging.Logger |
             layer = spec.default_layer if clip.layer is None else clip.layer
             run_on = manager.device_for(encoder) if manager is not None else device
             with patched(encoder, clip.patches, spec.name):
-                cond, pool = encode_chunks(encoder, chunks, layer=layer, layer_norm=layer_norm, device=run_on)
+                cond, pool = encode_chunks(encoder, chunks, layer=layer, layer_norm=layer_norm, device=run_on,
+                                           check=check)
             conds.append(cond)
             if pool is not None:
                 pooled = pool
@@ -285,7 +303,7 @@ class CLIPTextEncode(Node):
 
     def execute(self, ctx, *, text: str, clip: Any) -> tuple[list[list[Any]]]:
         cond, pooled = encode_clip(clip, {spec.name: text for spec in clip.specs}, logger=ctx.logger,
-                                   folders=ctx.folders)
+                                   folders=ctx.folders, check=ctx.check_interrupt)
         return (_conditioning(cond, pooled),)
 
 
@@ -314,7 +332,7 @@ class CLIPTextEncodeSDXL(Node):
     def execute(self, ctx, *, width: int, height: int, crop_w: int, crop_h: int, target_width: int,
                 target_height: int, text_g: str, clip: Any, text_l: str) -> tuple[list[list[Any]]]:
         texts = {spec.name: text_l if spec.name == "clip_l" else text_g for spec in clip.specs}
-        cond, pooled = encode_clip(clip, texts, logger=ctx.logger, folders=ctx.folders)
+        cond, pooled = encode_clip(clip, texts, logger=ctx.logger, folders=ctx.folders, check=ctx.check_interrupt)
         return (_conditioning(cond, pooled, width=width, height=height, crop_w=crop_w, crop_h=crop_h,
                               target_width=target_width, target_height=target_height),)
 
@@ -332,7 +350,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
     def execute(self, ctx, *, ascore: float, width: int, height: int, text: str, clip: Any
                 ) -> tuple[list[list[Any]]]:
         cond, pooled = encode_clip(clip, {spec.name: text for spec in clip.specs}, logger=ctx.logger,
-                                   folders=ctx.folders)
+                                   folders=ctx.folders, check=ctx.check_interrupt)
         return (_conditioning(cond, pooled, aesthetic_score=ascore, width=width, height=height),)
 
 

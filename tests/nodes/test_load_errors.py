@@ -129,3 +129,26 @@ def test_checkpoint_without_vae_or_text_encoder(tmp_path):
 def test_sdxl_with_one_text_encoder(tmp_path):
     sd = {k: v for k, v in ldm_state_dict("sdxl").items() if not k.startswith("conditioner.embedders.1.")}
     _fails(_write(tmp_path, sd, "half.safetensors"), "only one of its two text encoders")
+
+
+@pytest.mark.parametrize(("name", "data", "match"), [
+    ("deep.safetensors", struct.pack("<Q", 100_000) + b"[" * 100_000, "nests too deeply"),
+    ("deepobj.safetensors", struct.pack("<Q", 250_000) + b'{"a":' * 50_000, "nests too deeply"),
+    ("notes.ckpt", b"hello, this is a text file\n" * 10, "it is a text file starting 'hello"),
+    ("script.pt", b"#!/bin/sh\necho hi\n", "cannot read checkpoint"),
+    ("empty.ckpt", b"", "cannot read checkpoint"),
+])
+def test_every_broken_file_names_itself_and_what_is_wrong(tmp_path, name, data, match):
+    path = tmp_path / name
+    path.write_bytes(data)
+    error = _fails(path, match, loader=read_state_dict)
+    assert "expected" in str(error)
+    _fails(path, match)  # the same through the checkpoint loader
+
+
+def test_a_text_file_named_like_an_embedding_names_itself(tmp_path):
+    from nodes.models.embeddings import load_embedding
+
+    path = tmp_path / "style.pt"
+    path.write_bytes(b"not an embedding at all\n" * 4)
+    _fails(path, "cannot read embedding", loader=load_embedding)

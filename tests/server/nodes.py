@@ -77,7 +77,21 @@ class Gate(Node):
         return (value,)
 
 
-NODES = [SavePng, PreviewSteps, Gate]
+class Stubborn(Node):
+    """Like Gate, but never checks the interrupt token (a long call into a library that cannot be stopped)."""
+
+    SCHEMA = NodeSchema(node_type="Stubborn", category="test", inputs=[InputSpec(name="value", type=ANY)],
+                        outputs=[OutputSpec(type=ANY)])
+
+    def fingerprint(self, *, value=None):
+        return float("nan")
+
+    def execute(self, ctx, *, value):
+        ctx.service("gate").wait(30)
+        return (value,)
+
+
+NODES = [SavePng, PreviewSteps, Gate, Stubborn]
 
 
 def make_registry() -> NodeRegistry:

@@ -80,3 +80,24 @@ def test_send_buffer_drops_previews_first_then_refuses_text():
     for i in range(3):
         buf.offer(f"x{i}", droppable=False)
     assert buf.offer("too much", droppable=False) is False
+
+
+def test_rows_written_before_ingest_bounds_are_still_served(tmp_path):
+    """A database from before values were bounded at ingest: deep and non-finite rows read back safely."""
+    import json
+    import sqlite3
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    _add(store, "deep")
+    _add(store, "inf")
+    store.close()
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    db.execute("UPDATE jobs SET extra_data = ? WHERE prompt_id = 'deep'", ('{"x": ' + "[" * 5000 + "]" * 5000 + "}",))
+    db.execute("UPDATE jobs SET number = ?, prompt = ? WHERE prompt_id = 'inf'", (float("inf"), '{"v": Infinity}'))
+    db.commit()
+    db.close()
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    jobs = {j.prompt_id: j for j in store.pending()}
+    assert jobs["deep"].extra_data == {}
+    assert jobs["inf"].number == 0.0 and jobs["inf"].prompt == {"v": "Infinity"}
+    json.dumps([j.queue_item() for j in jobs.values()], allow_nan=False)
