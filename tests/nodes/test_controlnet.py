@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from nodes.base.model_sampling import ModelSampling, schedule
+from nodes.base.model_sampling import ModelSampling
 from nodes.models import load_checkpoint, load_clip_tokenizer
 from nodes.models.controlnet import ControlNetHandle, load_controlnet
 from nodes.sampling.control import AppliedControl, apply_to_uncond
 from nodes.sampling.ksampler import sample
+from nodes.sampling.schedules import schedule
 from nodes.sampling.unet_additions import UNetCall
 
 from .test_ksampler import FractionalTimesteps, embeddings, handle, req

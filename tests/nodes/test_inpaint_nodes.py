@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nodes.base.model_sampling import ModelSampling, schedule
+from nodes.base.model_sampling import ModelSampling
 from nodes.models.manager import ModelManager
 from nodes.sampling.inpaint import DENOISE_MASK_FUNCTION, differential_mask
 from nodes.sampling.ksampler import SamplingRequest, sample
+from nodes.sampling.schedules import schedule
 from nodes.sd import inpaint_nodes
 from nodes.sd.inpaint_nodes import DifferentialDiffusion, InpaintModelConditioning
 
