@@ -11,6 +11,7 @@ from aiohttp import web
 
 from graph import Executor, NodeRegistry
 
+from . import frontend_routes
 from .jobs import JobStore
 from .options import ServerOptions
 from .routes import add_routes
@@ -31,6 +32,8 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
                web_dirs: Mapping[str, Path] | None = None) -> web.Application:
     """Wire the store, hub and worker; the worker starts (after crash recovery) when the app starts."""
     options = options or ServerOptions()
+    if options.web_root is not None:
+        web_root = options.web_root
     guard = Guard(options, listen=getattr(settings, "listen", "127.0.0.1"))
     app = web.Application(middlewares=guard.middlewares(),
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
@@ -43,6 +46,7 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
     app[STATE] = ServerState(settings=settings, registry=registry, executor=executor, options=options, store=store,
                              hub=hub, worker=worker, web_root=web_root, web_dirs=web_dirs, system_info=system_info)
     add_routes(app, hub.handle)
+    frontend_routes.setup(app, settings=settings, options=options, hub=hub)
     app.cleanup_ctx.append(_run_worker)
     app.on_response_prepare.append(_nosniff)
     return app
@@ -70,7 +74,7 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 def refuse_reason(listen: str, options: ServerOptions) -> str | None:
     """Why the server must not start with these settings, if it must not."""
-    if not is_loopback(listen) and not options.auth_token and not options.allow_remote:
+    if not is_loopback(listen) and not options.auth_token and not options.user_tokens and not options.allow_remote:
         return (f"refusing to listen on {listen} without --auth-token: anyone who reaches the port could run jobs "
                 "and read your files. Set --auth-token (or SUMIE_AUTH_TOKEN), or pass --allow-remote to accept that")
     return None

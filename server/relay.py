@@ -31,6 +31,7 @@ from graph.events import (
 )
 
 from .jobs import dumps
+from .progress import ProgressState
 
 log = logging.getLogger("sumie.relay")
 
@@ -83,6 +84,7 @@ class Relay:
         self.previews = previews
         self.history_messages: list[list[Any]] = []
         self.terminal: tuple[str, dict[str, Any]] | None = None
+        self.nodes = ProgressState(state.prompt_id)  # per-node states: the progress_state message
 
     def _send(self, type_: str, data: dict[str, Any]) -> None:
         self.loop.call_soon_threadsafe(self.send_text, dumps({"type": type_, "data": data}), self.sid)
@@ -116,15 +118,19 @@ class Relay:
             state.current = data
             state.progress = None
             self._send("executing", data)
+            self._send("progress_state", self.nodes.start(event.node_id, event.display_node))
         elif isinstance(event, Progress):
             data = {"value": event.value, "max": event.max, "prompt_id": pid, "node": event.node_id}
             state.progress = data
             self._send("progress", data)
+            self._send("progress_state", self.nodes.update(event.node_id, event.value, event.max))
             if self.previews and event.preview is not None:
                 frame = encode_preview(event.preview)
                 if frame is not None:
                     self.loop.call_soon_threadsafe(self.send_preview, frame, self.sid)
         elif isinstance(event, NodeFinished):
+            if not event.cached:
+                self._send("progress_state", self.nodes.finish(event.node_id, event.display_node))
             if event.ui is not None:
                 data = {"node": event.node_id, "display_node": event.display_node, "output": event.ui,
                         "prompt_id": pid}
@@ -132,6 +138,8 @@ class Relay:
                 self._send("executed", data)
         elif isinstance(event, NodeFailed):
             f = event.failure
+            if f.node_id is not None:
+                self._send("progress_state", self.nodes.fail(f.node_id))
             self.terminal = ("execution_error", {
                 "prompt_id": pid, "node_id": f.node_id, "node_type": f.node_type, "executed": list(f.executed),
                 "exception_message": f.exception_message, "exception_type": f.exception_type,

@@ -14,7 +14,7 @@ from . import api_files as files
 from . import api_plugins as plugins
 from . import api_queue as queue
 from . import api_system as system
-from . import openapi
+from . import frontend_routes, openapi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,6 +32,7 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
+    *(Route(**spec) for spec in frontend_routes.ROUTE_SPECS),  # ComfyUI's editor's extra routes
     Route(method="POST", path="/prompt", handler=queue.post_prompt, tag="queue", body="PromptRequest",
           responses=(200, 400, 409, 413, 429),
           summary="Queue a workflow (API format, or editor format: converted on the server). A client-supplied "

@@ -68,6 +68,7 @@ class Client:
         self.ready = asyncio.Event()
         self.closing = False
         self.task: asyncio.Task[None] | None = None
+        self.feature_flags: dict = {}  # what the client said it supports (its first message)
 
     def offer(self, message: str | bytes, *, droppable: bool) -> bool:
         """Queue a message; False when the socket is hopelessly behind and must be closed."""
@@ -104,6 +105,7 @@ class Hub:
         self.clients: dict[str, Client] = {}
         self.queue_remaining = queue_remaining
         self.on_connect = on_connect
+        self.on_text: Callable[[Client, str], None] | None = None  # text a client sends (feature flags)
 
     def status_message(self, sid: str | None = None) -> str:
         data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
@@ -161,7 +163,8 @@ class Hub:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     log.debug("websocket %s error: %s", sid, ws.exception())
-                # Text from clients (feature flags and the like) needs no answer.
+                elif msg.type == WSMsgType.TEXT and self.on_text is not None:
+                    self.on_text(client, msg.data)
         finally:
             if self.clients.get(sid) is client:
                 del self.clients[sid]
