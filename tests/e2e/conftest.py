@@ -62,7 +62,7 @@ def _get_json(url: str) -> object:
 class Server:
     """`main.py serve` on a free port with its own folders."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -72,6 +72,7 @@ class Server:
         cmd = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(self.port)]
         for name, path in folders.items():
             cmd += [f"--{name}-dir", str(path)]
+        cmd += list(extra_args)
         env = {**os.environ, "SUMIE_CPU": "1", "PYTHONUNBUFFERED": "1"}
         self._log_file = open(self.log, "ab")  # noqa: SIM115 (the subprocess owns it until it exits)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
