@@ -19,10 +19,14 @@ from . import api_settings as settings_api
 from . import logs
 from .api_system import features
 from .options import ServerOptions
+from .state import STATE
 from .users import DEFAULT_USER, USERS, Users
 from .ws import Client, Hub
 
 log = logging.getLogger("sumie.frontend")
+# Served as a plugin web folder beside a ComfyUI editor: fixes older editors for node types Sumie lacks.
+COMPAT_PACK = "sumie-comfyui-compat"
+COMPAT_DIR = Path(__file__).resolve().parent / "comfyui_compat"
 
 
 def _spec(method: str, path: str, handler: Any, summary: str, tag: str = "frontend", *, api: bool = True,
@@ -81,6 +85,9 @@ def setup(app: web.Application, *, settings: Any, options: ServerOptions, hub: H
         users.folder(DEFAULT_USER)
 
     app.on_startup.append(prepare_default_user)
+    if options.web_root is not None:  # another editor than ours is served
+        state = app[STATE]
+        state.web_dirs = {**state.web_dirs, COMPAT_PACK: COMPAT_DIR}
     logs.attach(app, hub)
     hub.on_text = lambda client, text: answer_client(hub, options, client, text)
 

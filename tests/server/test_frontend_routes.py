@@ -265,3 +265,11 @@ async def test_another_frontend_is_served_at_the_root(env, tmp_path):
         resp = await client.get("/assets/app.js")
         assert resp.status == 200 and resp.content_type == "text/javascript"
         assert (await client.get("/api/object_info")).status == 200  # the API beside it
+        # Beside a ComfyUI editor, a small extension keeps older editors' model dropdowns working when a
+        # model-loader node type they expect is not installed here.
+        compat = "/extensions/sumie-comfyui-compat/model_providers.js"
+        assert compat in await (await client.get("/api/extensions")).json()
+        script = await client.get(compat)
+        assert script.content_type == "text/javascript" and "getRegisteredNodeTypes" in await script.text()
+    async with served(env) as client:  # our editor: no such extension
+        assert await (await client.get("/api/extensions")).json() == []
