@@ -16,10 +16,10 @@ from aiohttp import web
 
 from graph.errors import Issue, RequestError
 
-from .files import write_atomic
+from .files import folder_root, write_atomic
 from .security import error_response, read_json, require_object
 from .state import state_of
-from .users import USER_KEY, USERS, Users
+from .users import PER_USER_KINDS, USER_KEY, USERS, Users
 
 SETTINGS_FILE = "comfy.settings.json"
 _write_lock = threading.Lock()  # one read-modify-write of a settings file at a time
@@ -33,6 +33,15 @@ def user_folder(request: web.Request) -> Path:
     """The folder of the user this request acts for (user/default when single-user)."""
     users = users_of(request)
     return users.folder(users.user_of(request))
+
+
+def user_folder_root(request: web.Request, kind: str) -> Path:
+    """The folder of a /view or upload `type`; with --multi-user, output/ and temp/ hold a folder per user."""
+    root = folder_root(state_of(request).folders, kind)
+    users = users_of(request)
+    if users.multi_user and kind in PER_USER_KINDS:
+        root = root / users.user_of(request)
+    return root
 
 
 def _read_settings(path: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from .options import ServerOptions
 from .routes import add_routes
 from .security import Guard, is_loopback
 from .state import STATE, ServerState
+from .users import token_middlewares
 from .worker import Worker
 from .ws import Hub
 
@@ -35,7 +36,7 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
     if options.web_root is not None:
         web_root = options.web_root
     guard = Guard(options, listen=getattr(settings, "listen", "127.0.0.1"))
-    app = web.Application(middlewares=guard.middlewares(),
+    app = web.Application(middlewares=token_middlewares(guard.middlewares(), guard, options),
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
     store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
     hub = Hub(capacity=options.ws_buffer, queue_remaining=lambda: worker.queue_remaining())

@@ -20,7 +20,7 @@ from . import logs
 from .api_system import features
 from .options import ServerOptions
 from .state import STATE
-from .users import DEFAULT_USER, USERS, Users
+from .users import DEFAULT_USER, USERS, Users, scoped_sid
 from .ws import Client, Hub
 
 log = logging.getLogger("sumie.frontend")
@@ -89,6 +89,8 @@ def setup(app: web.Application, *, settings: Any, options: ServerOptions, hub: H
         state = app[STATE]
         state.web_dirs = {**state.web_dirs, COMPAT_PACK: COMPAT_DIR}
     logs.attach(app, hub)
+    if options.multi_user:
+        hub.scope_sid = scoped_sid
     hub.on_text = lambda client, text: answer_client(hub, options, client, text)
 
 

@@ -21,6 +21,7 @@ from .api_system import model_kinds
 from .files import PathError, folder_root, list_files
 from .security import read_json, require_object
 from .state import state_of
+from .users import USER_KEY
 from .ws import Hub
 
 MAX_ENTRIES = 1000
@@ -86,12 +87,18 @@ def attach(app: web.Application, hub: Hub) -> None:
     app.on_cleanup.append(stop)
 
 
+def _entries(request: web.Request) -> list[dict[str, str]]:
+    """The server log is the operator's: a user signed in with a --user-token sees none of it (it names
+    other users' jobs)."""
+    return [] if request.get(USER_KEY) is not None else list(request.app[LOGS].entries)
+
+
 async def get_logs(request: web.Request) -> web.Response:
-    return web.json_response("".join(e["m"] for e in request.app[LOGS].entries))
+    return web.json_response("".join(e["m"] for e in _entries(request)))
 
 
 async def get_raw_logs(request: web.Request) -> web.Response:
-    return web.json_response({"entries": list(request.app[LOGS].entries), "size": terminal_size()})
+    return web.json_response({"entries": _entries(request), "size": terminal_size()})
 
 
 async def patch_logs_subscribe(request: web.Request) -> web.Response:
@@ -100,7 +107,7 @@ async def patch_logs_subscribe(request: web.Request) -> web.Response:
     if not isinstance(client_id, str) or not isinstance(enabled, bool):
         raise PathError("expected {\"clientId\": string, \"enabled\": true|false}")
     subscribers = request.app[LOGS].subscribers
-    if enabled:
+    if enabled and request.get(USER_KEY) is None:
         subscribers.add(client_id)
     else:
         subscribers.discard(client_id)

@@ -14,7 +14,7 @@ from . import api_files as files
 from . import api_plugins as plugins
 from . import api_queue as queue
 from . import api_system as system
-from . import frontend_routes, openapi
+from . import api_users, frontend_routes, openapi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -120,9 +120,10 @@ def add_routes(app: web.Application, ws_handler: Handler) -> None:
     app.router.add_get("/api/ws", ws_handler)
 
     def handler_of(route: Route) -> Handler:
+        handler = api_users.handler_for(app, route.method, route.path, route.handler)  # --multi-user
         if (route.method, route.path) in RELOAD_BEFORE:
-            return plugins.reloading(route.handler, app)
-        return route.handler
+            return plugins.reloading(handler, app)
+        return handler
 
     for route in ROUTES:
         if route.api:

@@ -15,21 +15,26 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from graph.errors import Issue, RequestError
+from graph.ui_workflow import is_ui_workflow
 
 from .files import write_atomic
 from .options import ServerOptions
+from .security import error_response
 
 DEFAULT_USER = "default"
 USERS_FILE = "users.json"
 USER_HEADER = "comfy-user"
-USER_KEY = "sumie_user"  # request key set by the token middleware
+USER_KEY = web.RequestKey("sumie_user", str)  # the user a token signed the request in as
 # Folders ComfyUI's editor lists at start; they exist from the start, so listing them never answers 404.
 STANDARD_FOLDERS = ("workflows", "subgraphs")
+PER_USER_KINDS = ("output", "temp")  # with --multi-user these hold one folder per user
 _NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9\-_]+")
 
@@ -128,3 +133,103 @@ class Users:
 
 
 USERS = web.AppKey("sumie_users", Users)
+OWNER_KEY = "sumie_user"  # in a job's extra_data: the user it belongs to (--multi-user)
+TOKEN_COOKIE = "sumie_token"
+
+
+def owner_of(job: Any) -> str:
+    """The user a job belongs to (jobs queued before --multi-user was turned on belong to `default`)."""
+    owner = job.extra_data.get(OWNER_KEY) if isinstance(job.extra_data, dict) else None
+    return owner if isinstance(owner, str) else DEFAULT_USER
+
+
+def _supplied_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE, "")
+
+
+def token_middlewares(middlewares: list[Any], guard: Any, options: ServerOptions) -> list[Any]:
+    """With user tokens, the guard's token check becomes one that also signs users in: a user token
+    binds the request to its user; the --auth-token (if any) still passes, acting as `comfy-user` says."""
+    if not options.user_tokens:
+        return middlewares
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        supplied = _supplied_token(request)
+        user = request.app[USERS].token_user(supplied) if supplied else None
+        if user is not None:
+            request[USER_KEY] = user
+        elif not (supplied and guard.token is not None and hmac.compare_digest(supplied.encode(), guard.token)):
+            return error_response(401, "unauthorized", "A valid token is required",
+                                  details="send 'Authorization: Bearer TOKEN' (or open the editor once with "
+                                          "?token=TOKEN)", headers={"WWW-Authenticate": 'Bearer realm="sumie"'})
+        response = await handler(request)
+        if "token" in request.query and request.method == "GET" and not response.prepared:
+            # A browser opened /?token=...: later requests of the editor (fetch, websocket) carry the cookie.
+            response.set_cookie(TOKEN_COOKIE, supplied, httponly=True, samesite="Strict", path="/")
+        return response
+
+    return [auth if m == guard.auth else m for m in middlewares]
+
+
+def stamp_owner(request: web.Request, data: Any) -> Any:
+    """A POST /prompt body made to belong to the requesting user (--multi-user): its owner is set (never
+    taken from the client), its client_id is the user's socket id, and a prompt_id another user already
+    used is refused. Single-user: the body unchanged."""
+    from .state import STATE  # here: the state module imports the worker, which imports this module
+
+    users = request.app[USERS]
+    if not users.multi_user or not isinstance(data, dict):
+        return data
+    if is_ui_workflow(data):
+        data = {"prompt": data}
+    user = users.user_of(request)
+    existing = request.app[STATE].store.get(data["prompt_id"]) if isinstance(data.get("prompt_id"), str) else None
+    if existing is not None and owner_of(existing) != user:
+        return error_response(409, "prompt_id_conflict", "This prompt_id is already used",
+                              details="use a new prompt_id")
+    extra = data.get("extra_data")
+    client_id = data.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        client_id = uuid.uuid4().hex  # events of a prompt without a client go to no one, not to everyone
+    return {**data, "extra_data": {**(extra if isinstance(extra, dict) else {}), OWNER_KEY: user},
+            "client_id": scoped_sid(request, client_id)}
+
+
+def scoped_sid(request: web.Request, sid: str) -> str:
+    """With user tokens, a websocket id only that user's sockets can have (the token comes with the socket,
+    as a cookie or ?token=), so no one receives another's events. Without tokens, browsers cannot say who
+    a socket belongs to; ids stay as the client chose them (random ones, as ComfyUI's editor makes)."""
+    user = request.get(USER_KEY)
+    if user is None:
+        return sid
+    prefix = f"{user}:"
+    return sid if sid.startswith(prefix) else prefix + sid
+
+
+class RunScope:
+    """Where a job's files go. With --multi-user, output/ and temp/ get a folder per user, and cached
+    results are dropped when the next job belongs to someone else (a cached output node would otherwise
+    hand one user the other's file names)."""
+
+    def __init__(self, executor: Any, options: ServerOptions) -> None:
+        self.executor = executor
+        self.multi_user = options.multi_user
+        self._last_owner: str | None = None
+
+    def folders_for(self, job: Any) -> Any:
+        """The folders the job runs with (None: the executor's own); call on the run thread."""
+        folders = getattr(self.executor, "folders", None)
+        if not self.multi_user or folders is None:
+            return None
+        owner = owner_of(job)
+        if self._last_owner is not None and owner != self._last_owner:
+            self.executor.cache.clear()
+        self._last_owner = owner
+        per_user = {kind: Path(getattr(folders, kind)) / owner for kind in PER_USER_KINDS}
+        for path in per_user.values():
+            path.mkdir(parents=True, exist_ok=True)
+        return replace(folders, **per_user)

@@ -106,6 +106,7 @@ class Hub:
         self.queue_remaining = queue_remaining
         self.on_connect = on_connect
         self.on_text: Callable[[Client, str], None] | None = None  # text a client sends (feature flags)
+        self.scope_sid: Callable[[web.Request, str], str] | None = None
 
     def status_message(self, sid: str | None = None) -> str:
         data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
@@ -149,6 +150,8 @@ class Hub:
         await ws.prepare(request)
         requested = request.query.get("clientId", "")
         sid = requested if _CLIENT_ID.fullmatch(requested) else uuid.uuid4().hex
+        if self.scope_sid is not None:  # --multi-user: a user's socket ids are their own
+            sid = self.scope_sid(request, sid)
         client = Client(sid, ws, self.capacity)
         old = self.clients.get(sid)
         if old is not None:  # the same client reconnecting: the new socket wins
