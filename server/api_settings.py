@@ -36,10 +36,11 @@ def user_folder(request: web.Request) -> Path:
 
 
 def user_folder_root(request: web.Request, kind: str) -> Path:
-    """The folder of a /view or upload `type`; with --multi-user, output/ and temp/ hold a folder per user."""
+    """The folder of a /view or upload `type`; with --multi-user and user tokens, output/ and temp/ hold a
+    folder per user (see users.RunScope)."""
     root = folder_root(state_of(request).folders, kind)
     users = users_of(request)
-    if users.multi_user and kind in PER_USER_KINDS:
+    if users.multi_user and users.tokens and kind in PER_USER_KINDS:
         root = root / users.user_of(request)
     return root
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .api_settings import users_of
+from .api_settings import user_folder_root
 from .api_system import model_kinds
-from .files import PathError, folder_root, list_files
+from .files import PathError, list_files
 from .security import read_json, require_object
 from .state import state_of
 from .users import USER_KEY
@@ -126,11 +126,7 @@ async def get_files(request: web.Request) -> web.Response:
     kind = request.match_info["directory_type"]
     if kind not in ("output", "input", "temp"):
         raise PathError(f"unknown folder {kind[:40]!r}; use output, input or temp")
-    state = state_of(request)
-    root = folder_root(state.folders, kind)
-    users = users_of(request)
-    if kind == "output" and users.multi_user:
-        root = root / users.user_of(request)
+    root = user_folder_root(request, kind)
     entries: list[tuple[float, str]] = []
     for rel in list_files(root, recurse=False):
         try:

@@ -34,7 +34,7 @@ USER_HEADER = "comfy-user"
 USER_KEY = web.RequestKey("sumie_user", str)  # the user a token signed the request in as
 # Folders ComfyUI's editor lists at start; they exist from the start, so listing them never answers 404.
 STANDARD_FOLDERS = ("workflows", "subgraphs")
-PER_USER_KINDS = ("output", "temp")  # with --multi-user these hold one folder per user
+PER_USER_KINDS = ("output", "temp")  # with --multi-user and user tokens these hold one folder per user
 _NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9\-_]+")
 
@@ -211,19 +211,20 @@ def scoped_sid(request: web.Request, sid: str) -> str:
 
 
 class RunScope:
-    """Where a job's files go. With --multi-user, output/ and temp/ get a folder per user, and cached
-    results are dropped when the next job belongs to someone else (a cached output node would otherwise
-    hand one user the other's file names)."""
+    """Where a job's files go. With --multi-user and user tokens, output/ and temp/ get a folder per user,
+    and cached results are dropped when the next job belongs to someone else (a cached output node would
+    otherwise hand one user the other's file names). Without tokens a browser's image requests cannot say
+    whose they are, so outputs stay shared, as in ComfyUI."""
 
     def __init__(self, executor: Any, options: ServerOptions) -> None:
         self.executor = executor
-        self.multi_user = options.multi_user
+        self.per_user = options.multi_user and bool(options.user_tokens)
         self._last_owner: str | None = None
 
     def folders_for(self, job: Any) -> Any:
         """The folders the job runs with (None: the executor's own); call on the run thread."""
         folders = getattr(self.executor, "folders", None)
-        if not self.multi_user or folders is None:
+        if not self.per_user or folders is None:
             return None
         owner = owner_of(job)
         if self._last_owner is not None and owner != self._last_owner:

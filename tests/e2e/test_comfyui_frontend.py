@@ -103,8 +103,8 @@ class Page:
         if not external and "ERR_FAILED" not in message.text:
             self.errors.append(f"console.error: {message.text} ({where})")
 
-    def open(self) -> None:
-        self.page.goto(self.server.url + "/")
+    def open(self, query: str = "") -> None:
+        self.page.goto(self.server.url + "/" + query)
         self.page.wait_for_function("() => window.app?.graph && window.app.vueAppReady", timeout=90_000)
         self.page.wait_for_timeout(1500)  # the editor's start-up requests settle
 
@@ -150,6 +150,46 @@ def test_classic_sd15_graph_runs_and_its_image_shows_on_save_image(browser, comf
         states = [f["data"]["nodes"] for f in tab.frames if f["type"] == "progress_state"]
         assert states and {nid: n["state"] for nid, n in states[-1].items()} == {
             str(n["id"]): "finished" for n in CLASSIC_GRAPH["nodes"]}
+        assert tab.errors == [] and tab.failed == []
+    finally:
+        tab.context.close()
+
+
+ALICE, BOB = "alice-e2e-token", "bob-e2e-token"
+
+
+@pytest.fixture(scope="module")
+def multi_user_server() -> Iterator[Server]:
+    root = Path(tempfile.mkdtemp(prefix="sumie-e2e-users-"))
+    srv = Server(root, extra_args=("--frontend", "comfyui", "--multi-user", "--user-token", f"alice={ALICE}",
+                                   "--user-token", f"bob={BOB}"), token=ALICE)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_signed_in_user_runs_in_their_own_space(browser, multi_user_server):
+    """Opened once with ?token=, the editor works as that user: the image lands in the user's own output
+    folder and shows on the node (the browser's image requests carry the sign-in cookie); another user
+    sees neither the job nor its settings."""
+    srv = multi_user_server
+    tab = Page(browser, srv)
+    try:
+        tab.open("?token=" + ALICE)
+        tab.js("g => window.app.loadGraphData(g)", CLASSIC_GRAPH)
+        tab.js("() => window.app.queuePrompt(0, 1)")
+        tab.page.wait_for_function("""() => {
+            const n = window.app.graph.nodes.find(n => n.type === 'SaveImage');
+            return n?.imgs?.length && n.imgs[0].complete && n.imgs[0].naturalWidth === 64;
+        }""", timeout=120_000)
+        (entry,) = srv.get("/api/history").values()
+        saved = entry["outputs"]["9"]["images"][0]["filename"]
+        assert (srv.folders["output"] / "alice" / saved).is_file()
+        assert srv.get("/api/settings").get("Comfy.TutorialCompleted") is True
+        assert srv.get("/api/history", token=BOB) == {} and srv.get("/api/settings", token=BOB) == {}
         assert tab.errors == [] and tab.failed == []
     finally:
         tab.context.close()

@@ -134,6 +134,15 @@ async def test_without_tokens_users_are_created_and_chosen_by_header(env):
         assert await (await client.get("/api/settings")).json() == {}  # the default user
         unknown = await client.get("/api/settings", headers={"comfy-user": "mallory"})
         assert unknown.status == 403 and (await unknown.json())["error"]["type"] == "unknown_user"
+        # Jobs are listed per user; the files stay in the shared output folder (an <img> request carries no
+        # comfy-user header, so without tokens a file cannot be tied to a user).
+        done = await (await client.post("/api/run", json={"prompt": wf.save(prefix="c")},
+                                         headers={"comfy-user": carol})).json()
+        (image,) = next(iter(done["outputs"].values()))["images"]
+        assert (env.folders.output / image["filename"]).is_file()
+        assert list(await (await client.get("/api/history", headers={"comfy-user": carol})).json()) == [
+            done["prompt_id"]]
+        assert await (await client.get("/api/history")).json() == {}
     assert json.loads((env.folders.user / "users.json").read_text()) == {carol: "carol"}
 
 
