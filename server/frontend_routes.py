@@ -1,8 +1,8 @@
 """The routes and wiring ComfyUI's editor needs beyond the core API, kept apart from the core table.
 
 `ROUTE_SPECS` feeds server/routes.py's table (so /openapi.json lists them too) and `setup` is called
-once by create_app. Routes marked `api: False` are the ones ComfyUI serves without the /api prefix
-only (the editor asks for /internal/..., /templates/... and user.css at those paths).
+once by create_app. Like every API route they are served with and without the /api prefix (the editor
+asks for /internal/..., /templates/... and /user.css without it).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ COMPAT_PACK = "sumie-comfyui-compat"
 COMPAT_DIR = Path(__file__).resolve().parent / "comfyui_compat"
 
 
-def _spec(method: str, path: str, handler: Any, summary: str, tag: str = "frontend", *, api: bool = True,
+def _spec(method: str, path: str, handler: Any, summary: str, tag: str = "frontend", *,
           responses: tuple[int, ...] = (200,)) -> dict[str, Any]:
-    return {"method": method, "path": path, "handler": handler, "summary": summary, "tag": tag, "api": api,
+    return {"method": method, "path": path, "handler": handler, "summary": summary, "tag": tag,
             "responses": responses}
 
 
@@ -41,7 +41,7 @@ ROUTE_SPECS: tuple[dict[str, Any], ...] = (
           "userdata"),
     _spec("GET", "/userdata/comfy.templates.json", fe.get_node_templates,
           "The user's saved node templates ([] when none).", "userdata"),
-    _spec("GET", "/user.css", fe.get_user_css, "The user's stylesheet (empty when there is none).", api=False),
+    _spec("GET", "/user.css", fe.get_user_css, "The user's stylesheet (empty when there is none)."),
     _spec("GET", "/settings", settings_api.get_settings, "Every setting of the user ({} when none).", "settings"),
     _spec("POST", "/settings", settings_api.post_settings, "Store several settings (a JSON object).", "settings",
           responses=(200, 400)),
@@ -63,16 +63,15 @@ ROUTE_SPECS: tuple[dict[str, Any], ...] = (
     _spec("GET", "/workflow_templates/{pack}/{path:.+}", fe.get_workflow_template_file,
           "A file of a pack's example workflows.", responses=(200, 404)),
     _spec("GET", "/templates/{path:.+}", fe.get_template, "The template gallery of comfyui-workflow-templates "
-          "(an empty index when it is not installed).", api=False, responses=(200, 404)),
-    _spec("GET", "/internal/logs", logs.get_logs, "Recent server log lines as one text.", "system", api=False),
-    _spec("GET", "/internal/logs/raw", logs.get_raw_logs, "Recent server log lines with their times.", "system",
-          api=False),
+          "(an empty index when it is not installed).", responses=(200, 404)),
+    _spec("GET", "/internal/logs", logs.get_logs, "Recent server log lines as one text.", "system"),
+    _spec("GET", "/internal/logs/raw", logs.get_raw_logs, "Recent server log lines with their times.", "system"),
     _spec("PATCH", "/internal/logs/subscribe", logs.patch_logs_subscribe,
-          "Send new log lines to a websocket client ({clientId, enabled}).", "system", api=False,
+          "Send new log lines to a websocket client ({clientId, enabled}).", "system",
           responses=(200, 400)),
-    _spec("GET", "/internal/folder_paths", logs.get_folder_paths, "Model folders by kind.", "system", api=False),
+    _spec("GET", "/internal/folder_paths", logs.get_folder_paths, "Model folders by kind.", "system"),
     _spec("GET", "/internal/files/{directory_type}", logs.get_files,
-          "File names in output, input or temp, newest first.", "system", api=False, responses=(200, 400)),
+          "File names in output, input or temp, newest first.", "system", responses=(200, 400)),
 )
 
 
