@@ -206,15 +206,34 @@ async def test_progress_state_follows_every_node_of_the_run(env):
         assert set(entry) == {"value", "max", "state", "node_id", "prompt_id", "display_node_id",
                               "parent_node_id", "real_node_id"}
         stepper = next(nid for nid, node in prompt.items() if node["class_type"] == "PreviewSteps")
-        running = [s["nodes"][stepper] for s in states if s["nodes"].get(stepper, {}).get("state") == "running"]
-        assert [(r["value"], r["max"]) for r in running] == [(0.0, 1.0), (1.0, 3.0), (2.0, 3.0), (3.0, 3.0)]
         assert final[stepper]["value"] == final[stepper]["max"] == 3.0
+        # The latest state comes after the last one was sent: values only move forward, and nothing
+        # is sent after the run's end.
+        assert [m for m in messages if m["type"] == "progress_state"][-1] is messages[-3]
         failed = await (await client.post("/prompt", json={"prompt": wf.failing(), "client_id": "p"})).json()
         messages = await until_done(ws, failed["prompt_id"])
         last = [m["data"] for m in messages if m["type"] == "progress_state"][-1]["nodes"]
         (cached,) = [m["data"]["nodes"] for m in messages if m["type"] == "execution_cached"]
         assert last["2"]["state"] == "error" and "3" not in last  # the failing node, and the one never reached
         assert cached == ["1"] and "1" not in last  # a cached node does not run, so it has no state
+
+
+async def test_progress_state_is_coalesced_for_big_graphs(env):
+    """Each message carries every node, so a message per node would cost the square of the graph's size."""
+    g = wf.GraphBuilder()
+    value = g.node("IntConst", value=0)
+    for _ in range(400):
+        value = g.node("Add", a=value, b=1)
+    g.node("Show", value=value)
+    prompt = g.build()
+    async with served(env) as client:
+        ws = await client.ws_connect("/ws?clientId=big")
+        await receive_json(ws)
+        body = await (await client.post("/prompt", json={"prompt": prompt, "client_id": "big"})).json()
+        messages = await until_done(ws, body["prompt_id"], timeout=60)
+        states = [m["data"]["nodes"] for m in messages if m["type"] == "progress_state"]
+        assert 1 <= len(states) < 40  # at most one per 0.1 s, plus the final one
+        assert len(states[-1]) == len(prompt) and {n["state"] for n in states[-1].values()} == {"finished"}
 
 
 async def test_system_stats_reports_the_frontend_fields(env):
