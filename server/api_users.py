@@ -14,7 +14,7 @@ from aiohttp import web
 from graph.errors import Issue, RequestError
 
 from . import api_queue as queue
-from .jobs import Job
+from .jobs import PENDING, Job
 from .security import error_response, read_json, require_object
 from .state import STATE, state_of
 from .users import USERS, owner_of
@@ -149,3 +149,35 @@ def handler_for(app: web.Application, method: str, path: str, handler: Handler) 
     if app[STATE].options.multi_user:
         return SCOPED.get((method, path), handler)
     return handler
+
+
+# -- cancelling (ComfyUI's editor cancels a job from its queue panel) -------------------------------
+def _cancel(request: web.Request, prompt_id: str) -> bool | None:
+    """Stop a job: a pending one leaves the queue, a running one is interrupted. None when the job is not
+    the requester's to see; False when it had already finished."""
+    state = state_of(request)
+    job = state.store.get(prompt_id)
+    if job is None or (request.app[USERS].multi_user and owner_of(job) != _user(request)):
+        return None
+    if job.state == PENDING:
+        state.store.delete_pending([prompt_id])
+        state.worker.validations.pop(prompt_id, None)
+        state.hub.broadcast_status()
+        return True
+    return state.worker.interrupt(prompt_id)
+
+
+async def post_cancel_job(request: web.Request) -> web.Response:
+    prompt_id = request.match_info["prompt_id"]
+    cancelled = _cancel(request, prompt_id)
+    if cancelled is None:
+        return error_response(404, "unknown_prompt_id", f"No job with prompt_id {prompt_id[:128]!r}")
+    return web.json_response({"prompt_id": prompt_id, "cancelled": cancelled})
+
+
+async def post_cancel_jobs(request: web.Request) -> web.Response:
+    data = require_object(await read_json(request, state_of(request).options.max_json_bytes))
+    ids = data.get("job_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise RequestError(Issue(type="invalid_request", message="'job_ids' must be a list of prompt ids (strings)"))
+    return web.json_response({"cancelled": [pid for pid in ids if _cancel(request, pid)]})

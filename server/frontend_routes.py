@@ -16,6 +16,7 @@ from aiohttp import web
 
 from . import api_frontend as fe
 from . import api_settings as settings_api
+from . import api_users as users_api
 from . import logs
 from .api_system import features
 from .options import ServerOptions
@@ -48,6 +49,10 @@ ROUTE_SPECS: tuple[dict[str, Any], ...] = (
     _spec("GET", "/settings/{id}", settings_api.get_setting, "One setting (null when unset).", "settings"),
     _spec("POST", "/settings/{id}", settings_api.post_setting, "Store one setting (any JSON value).", "settings",
           responses=(200, 400)),
+    _spec("POST", "/jobs/cancel", users_api.post_cancel_jobs, "Cancel jobs ({job_ids}): pending ones leave the "
+          "queue, a running one is interrupted.", "queue", responses=(200, 400)),
+    _spec("POST", "/jobs/{prompt_id}/cancel", users_api.post_cancel_job, "Cancel one job (pending: removed; "
+          "running: interrupted).", "queue", responses=(200, 404)),
     _spec("GET", "/users", settings_api.get_users, "How users are stored; with --multi-user, the users.", "settings"),
     _spec("POST", "/users", settings_api.post_users, "Create a user (--multi-user): its id.", "settings",
           responses=(200, 400, 403)),

@@ -17,7 +17,7 @@ from server.app import create_app
 from server.frontends import FrontendError, resolve_web_root
 from server.options import ServerOptions
 from tests.server import workflows as wf
-from tests.server.conftest import receive_json, served, until_done
+from tests.server.conftest import receive_json, served, until_done, wait_for
 
 
 class FakePlugins:
@@ -292,3 +292,28 @@ async def test_another_frontend_is_served_at_the_root(env, tmp_path):
         assert script.content_type == "text/javascript" and "getRegisteredNodeTypes" in await script.text()
     async with served(env) as client:  # our editor: no such extension
         assert await (await client.get("/api/extensions")).json() == []
+
+
+async def test_jobs_are_cancelled_from_the_queue_panel(env):
+    async with served(env) as client:
+        running = (await (await client.post("/prompt", json={"prompt": wf.gated(1)})).json())["prompt_id"]
+        pending = (await (await client.post("/prompt", json={"prompt": wf.gated(2)})).json())["prompt_id"]
+
+        async def started():
+            return (await (await client.get("/api/queue")).json())["queue_running"]
+
+        await wait_for(started, what="the first job to run")
+        answer = await client.post("/api/jobs/cancel", json={"job_ids": [pending, "unknown"]})
+        assert await answer.json() == {"cancelled": [pending]}
+        assert (await (await client.get("/api/queue")).json())["queue_pending"] == []
+        answer = await client.post(f"/jobs/{running}/cancel")
+        assert await answer.json() == {"prompt_id": running, "cancelled": True}
+
+        async def finished():
+            return (await (await client.get(f"/api/history/{running}")).json()).get(running)
+
+        entry = await wait_for(finished, what="the running job to stop")
+        assert entry["status"]["status_str"] == "interrupted"
+        assert (await client.get("/api/history/" + pending)).status == 404  # it never ran
+        assert (await client.post("/api/jobs/nope/cancel")).status == 404
+        assert (await client.post("/api/jobs/cancel", json={"job_ids": "x"})).status == 400

@@ -109,6 +109,9 @@ async def test_queue_interrupt_and_events_are_per_user(env):
         bob_queue = await (await client.get("/api/queue", headers=as_user(BOB))).json()
         assert bob_queue == {"queue_running": [], "queue_pending": []}
         await client.post("/api/interrupt", json={}, headers=as_user(BOB))  # not bob's job: nothing stops
+        assert (await client.post(f"/api/jobs/{pid}/cancel", headers=as_user(BOB))).status == 404
+        cancelled = await client.post("/api/jobs/cancel", json={"job_ids": [pid]}, headers=as_user(BOB))
+        assert await cancelled.json() == {"cancelled": []}
         await client.post("/api/queue", json={"clear": True}, headers=as_user(BOB))
         env.gate.set()
         messages = await until_done(alice_ws, pid)
