@@ -8,6 +8,7 @@ with the empty value of its shape when there is nothing to show, so the editor n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import json
@@ -216,6 +217,37 @@ async def get_experiment_model_folder(request: web.Request) -> web.Response:
             continue
         result.append({"name": name, "pathIndex": 0, "modified": modified})
     return web.json_response(result)
+
+
+MAX_HEADER = 64 * 1024 * 1024  # a safetensors header larger than this is not read
+
+
+def safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The `__metadata__` of a .safetensors file's header ({} when it has none), without reading tensors."""
+    with open(path, "rb") as fh:
+        size_bytes = fh.read(8)
+        size = int.from_bytes(size_bytes, "little") if len(size_bytes) == 8 else -1
+        if not 0 < size <= MAX_HEADER:
+            raise PathError(f"{path.name} is not a safetensors file (bad header size)")
+        try:
+            header = json.loads(fh.read(size))
+        except ValueError:
+            raise PathError(f"{path.name} is not a safetensors file (its header is not JSON)") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+async def get_view_metadata(request: web.Request) -> web.Response:
+    """The metadata a model file carries (training details, trigger words): the model library shows it."""
+    state = state_of(request)
+    kind = request.match_info["folder"]
+    if kind not in model_kinds(state):
+        raise PathError(f"no model folder named {kind[:60]!r}", status=404)
+    name = request.query.get("filename", "")
+    path = resolve_file(Path(state.folders.models) / kind, "", name)
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        raise PathError("only .safetensors files carry metadata", status=404)
+    return web.json_response(await asyncio.to_thread(safetensors_metadata, path))
 
 
 # -- user.css ----------------------------------------------------------------------------------------

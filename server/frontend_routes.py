@@ -63,6 +63,8 @@ ROUTE_SPECS: tuple[dict[str, Any], ...] = (
     _spec("GET", "/experiment/models", fe.get_experiment_models, "Model folder kinds and their folders."),
     _spec("GET", "/experiment/models/{folder}", fe.get_experiment_model_folder,
           "Model files of one kind, with modification times.", responses=(200, 404)),
+    _spec("GET", "/view_metadata/{folder}", fe.get_view_metadata,
+          "The metadata of a .safetensors model file (?filename=), {} when it has none.", responses=(200, 400, 404)),
     _spec("GET", "/workflow_templates", fe.get_workflow_templates,
           "Example workflows of the plugin packs ({pack: [names]})."),
     _spec("GET", "/workflow_templates/{pack}/{path:.+}", fe.get_workflow_template_file,

@@ -144,6 +144,19 @@ async def test_model_library_and_internal_folders(env):
         files = await (await client.get("/experiment/models/checkpoints")).json()
         assert files == [{"name": "sub/tiny.safetensors", "pathIndex": 0, "modified": ckpt.stat().st_mtime}]
         assert (await client.get("/api/experiment/models/nope")).status == 404
+        # The metadata a .safetensors file carries in its header, for the model library.
+        header = json.dumps({"__metadata__": {"ss_trigger": "fox"}, "w": {"dtype": "F32", "shape": [1],
+                                                                          "data_offsets": [0, 4]}}).encode()
+        lora = env.folders.models / "loras" / "fox.safetensors"
+        lora.parent.mkdir(parents=True, exist_ok=True)
+        lora.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+        meta = await client.get("/api/view_metadata/loras", params={"filename": "fox.safetensors"})
+        assert await meta.json() == {"ss_trigger": "fox"}
+        plain = await client.get("/view_metadata/checkpoints", params={"filename": "sub/tiny.safetensors"})
+        assert plain.status == 400  # "x" is no safetensors file
+        assert (await client.get("/api/view_metadata/loras", params={"filename": "../x.safetensors"})).status in (
+            400, 403)
+        assert (await client.get("/api/view_metadata/loras", params={"filename": "none.safetensors"})).status == 404
         paths = await (await client.get("/internal/folder_paths")).json()
         assert paths["checkpoints"] == [str(env.folders.models / "checkpoints")]
         write(env.folders.output / "old.png", "a")
