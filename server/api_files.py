@@ -28,6 +28,7 @@ from .files import (
 from .images import apply_mask, open_checked, reencode, view_variant, with_extension
 from .security import TooLarge, read_body
 from .state import ServerState, state_of
+from .users import BOOKMARKS
 
 # Served inline with their own type; anything else is a download, so no HTML or script runs from /view.
 INLINE_TYPES = {
@@ -208,7 +209,8 @@ async def list_userdata(request: web.Request) -> web.Response:
 
 
 def _userdata_path(request: web.Request, name: str) -> tuple[Path, list[str]]:
-    parts = split_relative(name, "file")
+    # The one hidden file a client may name: where ComfyUI's editor keeps its workflow bookmarks.
+    parts = BOOKMARKS.split("/") if name == BOOKMARKS else split_relative(name, "file")
     base = _user_root(request)
     base.mkdir(parents=True, exist_ok=True)
     return contained(base, parts), parts

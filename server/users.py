@@ -34,6 +34,7 @@ USER_HEADER = "comfy-user"
 USER_KEY = web.RequestKey("sumie_user", str)  # the user a token signed the request in as
 # Folders ComfyUI's editor lists at start; they exist from the start, so listing them never answers 404.
 STANDARD_FOLDERS = ("workflows", "subgraphs")
+BOOKMARKS = "workflows/.index.json"  # ComfyUI's editor keeps the user's workflow bookmarks here
 PER_USER_KINDS = ("output", "temp")  # with --multi-user and user tokens these hold one folder per user
 _NAME = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9\-_]+")
@@ -123,12 +124,14 @@ class Users:
         return wanted
 
     def folder(self, user: str) -> Path:
-        """The user's own folder, with its standard sub-folders."""
+        """The user's own folder, with its standard sub-folders and files."""
         if user != DEFAULT_USER and _ID_UNSAFE.sub("", user) != user:
             raise UnknownUser(user)
         path = self.root / user
         for name in STANDARD_FOLDERS:
             (path / name).mkdir(parents=True, exist_ok=True)
+        if not (path / BOOKMARKS).exists():  # none yet: an empty list, so reading it is never a 404
+            write_atomic(path / "workflows", ".index.json", b'{"favorites": []}', overwrite=True)
         return path
 
 

@@ -77,6 +77,12 @@ async def test_user_css_is_an_empty_stylesheet_until_the_user_writes_one(env):
         # The folders the editor lists at start exist, so listing them is never a 404.
         assert await (await client.get("/api/userdata", params={"dir": "workflows"})).json() == []
         assert await (await client.get("/api/userdata", params={"dir": "subgraphs"})).json() == []
+        # Workflow bookmarks live in the one hidden file the editor may read and write.
+        bookmarks = "/api/userdata/workflows%2F.index.json"
+        assert await (await client.get(bookmarks)).json() == {"favorites": []}
+        assert (await client.post(bookmarks, json={"favorites": ["a.json"]})).status == 200
+        assert await (await client.get(bookmarks)).json() == {"favorites": ["a.json"]}
+        assert (await client.get("/api/userdata/workflows%2F.other.json")).status == 400  # still refused
 
 
 async def test_pack_translations_subgraphs_and_example_workflows(env, tmp_path):
