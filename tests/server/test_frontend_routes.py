@@ -297,12 +297,17 @@ def test_frontend_flags(tmp_path):
 async def test_another_frontend_is_served_at_the_root(env, tmp_path):
     write(tmp_path / "fe" / "index.html", "<html>another editor</html>")
     write(tmp_path / "fe" / "assets" / "app.js", "export {}")
+    write(tmp_path / "fe" / "extensions" / "core" / "widgetInputs.js", "export const shim = 1")
     app = create_app(env.settings, env.registry, env.executor, options=ServerOptions(web_root=tmp_path / "fe"))
     async with TestClient(TestServer(app)) as client:
         assert "another editor" in await (await client.get("/")).text()
         resp = await client.get("/assets/app.js")
         assert resp.status == 200 and resp.content_type == "text/javascript"
         assert (await client.get("/api/object_info")).status == 200  # the API beside it
+        # Modules of the editor that plugins' scripts import from /extensions/core/.
+        shim = await client.get("/extensions/core/widgetInputs.js")
+        assert shim.status == 200 and await shim.text() == "export const shim = 1"
+        assert (await client.get("/extensions/core/..%2F..%2Findex.html")).status in (400, 403, 404)
         # Beside a ComfyUI editor, a small extension keeps older editors' model dropdowns working when a
         # model-loader node type they expect is not installed here.
         compat = "/extensions/sumie-comfyui-compat/model_providers.js"
