@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,8 +119,10 @@ def test_comfyui_editor_starts_clean_and_keeps_its_settings(browser, comfy_serve
         tab.open()
         assert tab.errors == [] and tab.failed == []
         # The editor stored its first-run settings on the server, so the next load is not a first run.
-        settings = comfy_server.get("/api/settings")
-        assert settings.get("Comfy.TutorialCompleted") is True
+        deadline = time.monotonic() + 30
+        while comfy_server.get("/api/settings").get("Comfy.TutorialCompleted") is not True:
+            assert time.monotonic() < deadline, f"settings never saved: {comfy_server.get('/api/settings')}"
+            time.sleep(0.2)
         assert comfy_server.get("/api/settings/Comfy.TutorialCompleted") is True
     finally:
         tab.context.close()
