@@ -61,6 +61,7 @@ class RunRequest:
     extra_data: Mapping[str, Any] = field(default_factory=dict)
     interrupt: InterruptToken = field(default_factory=InterruptToken)
     listeners: Sequence[Listener] = ()
+    folders: Folders | None = None  # this run's folders, when not the executor's (a user's own output/)
 
 
 class Executor:
@@ -149,7 +150,7 @@ class _Run:
         """The node's fingerprint hook, given its constant inputs; a failing hook means "never cached"."""
         constants = {k: v for k, v in node.inputs.items() if type(v) is not Link and k in node_def.inputs}
         if "fingerprint" in node_def.hooks_take_folders:
-            constants["folders"] = self.executor.folders
+            constants["folders"] = self.request.folders or self.executor.folders
         try:
             return self._instance(node.id, node_def).fingerprint(**constants)
         except Exception as exc:
@@ -340,7 +341,8 @@ class _Run:
     def _call(self, nid: str, node: NodeInstance, node_def: NodeDef, lists: dict[str, list[Any]]) -> CacheEntry | None:
         obj = self._instance(nid, node_def)
         ctx = NodeContext(node_id=nid, class_type=node.class_type, run_id=self.run_id, interrupt=self.request.interrupt,
-                          folders=self.executor.folders, services=self.executor.services, limits=self.executor.limits,
+                          folders=self.request.folders or self.executor.folders, services=self.executor.services,
+                          limits=self.executor.limits,
                           _progress=self._progress_fn(nid))
         schema = node_def.schema
         n_out = len(node_def.output_types)

@@ -15,10 +15,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from graph.errors import Issue, RequestError
 from graph.jsonio import loads_strict
 
+from .api_settings import user_folder, user_folder_root
 from .files import (
     PathError,
     contained,
-    folder_root,
     list_files,
     prepare_dir,
     resolve_file,
@@ -28,6 +28,7 @@ from .files import (
 from .images import apply_mask, open_checked, reencode, view_variant, with_extension
 from .security import TooLarge, read_body
 from .state import ServerState, state_of
+from .users import BOOKMARKS
 
 # Served inline with their own type; anything else is a download, so no HTML or script runs from /view.
 INLINE_TYPES = {
@@ -59,7 +60,7 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     q = request.query
     if "filename" not in q:
         raise PathError("the filename parameter is required")
-    root = folder_root(state.folders, q.get("type", "output") or "output")
+    root = user_folder_root(request, q.get("type", "output") or "output")
     path = resolve_file(root, q.get("subfolder", ""), q["filename"])
     channel, preview = q.get("channel"), q.get("preview")
     if (channel and channel != "rgba") or preview:
@@ -115,9 +116,9 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def _upload_target(state: ServerState, fields: dict[str, str], filename: str) -> tuple[str, str, Path, str, bool]:
+def _upload_target(request: web.Request, fields: dict[str, str], filename: str) -> tuple[str, str, Path, str, bool]:
     kind = fields.get("type") or "input"
-    root = folder_root(state.folders, kind)
+    root = user_folder_root(request, kind)
     subfolder = "/".join(split_relative(fields.get("subfolder", ""), "subfolder", allow_empty=True))
     name = split_relative(filename, "the uploaded file's name", nested=False)[0]
     overwrite = fields.get("overwrite", "").lower() in ("true", "1", "yes")
@@ -136,7 +137,7 @@ def _same_bytes(data: bytes):
 async def post_upload_image(request: web.Request) -> web.Response:
     state = state_of(request)
     fields, data, filename = await _read_upload(request, state)
-    kind, subfolder, root, name, overwrite = _upload_target(state, fields, filename)
+    kind, subfolder, root, name, overwrite = _upload_target(request, fields, filename)
     max_pixels = state.options.max_upload_pixels
 
     def work() -> str:
@@ -153,7 +154,7 @@ async def post_upload_image(request: web.Request) -> web.Response:
 async def post_upload_mask(request: web.Request) -> web.Response:
     state = state_of(request)
     fields, data, filename = await _read_upload(request, state)
-    kind, subfolder, root, name, overwrite = _upload_target(state, fields, filename)
+    kind, subfolder, root, name, overwrite = _upload_target(request, fields, filename)
     try:
         ref = loads_strict(fields.get("original_ref", ""))  # bounded nesting: a deep value is a 400, not a 500
     except RequestError:
@@ -161,7 +162,7 @@ async def post_upload_mask(request: web.Request) -> web.Response:
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise RequestError(Issue(type="invalid_request", message="original_ref must be a JSON object with a "
                                  "filename (and optional subfolder and type) naming the image the mask is for"))
-    original_path = resolve_file(folder_root(state.folders, str(ref.get("type") or "input")),
+    original_path = resolve_file(user_folder_root(request, str(ref.get("type") or "input")),
                                  str(ref.get("subfolder") or ""), ref["filename"])
     max_pixels = state.options.max_upload_pixels
 
@@ -178,8 +179,8 @@ async def post_upload_mask(request: web.Request) -> web.Response:
 
 
 # -- userdata (the editor's saved workflows and settings) ----------------------------------------
-def _user_root(state: ServerState) -> Path:
-    return Path(state.folders.user) / "default"
+def _user_root(request: web.Request) -> Path:
+    return user_folder(request)
 
 
 def _flag(request: web.Request, name: str, default: bool) -> bool:
@@ -193,8 +194,7 @@ def _file_info(root: Path, rel: Path) -> dict[str, Any]:
 
 
 async def list_userdata(request: web.Request) -> web.Response:
-    state = state_of(request)
-    base = _user_root(state)
+    base = _user_root(request)
     parts = split_relative(request.query.get("dir", ""), "dir", allow_empty=True)
     base.mkdir(parents=True, exist_ok=True)
     directory = contained(base, parts)
@@ -208,15 +208,16 @@ async def list_userdata(request: web.Request) -> web.Response:
     return web.json_response([f.as_posix() for f in files])
 
 
-def _userdata_path(state: ServerState, name: str) -> tuple[Path, list[str]]:
-    parts = split_relative(name, "file")
-    base = _user_root(state)
+def _userdata_path(request: web.Request, name: str) -> tuple[Path, list[str]]:
+    # The one hidden file a client may name: where ComfyUI's editor keeps its workflow bookmarks.
+    parts = BOOKMARKS.split("/") if name == BOOKMARKS else split_relative(name, "file")
+    base = _user_root(request)
     base.mkdir(parents=True, exist_ok=True)
     return contained(base, parts), parts
 
 
 async def get_userdata(request: web.Request) -> web.StreamResponse:
-    path, parts = _userdata_path(state_of(request), request.match_info["file"])
+    path, parts = _userdata_path(request, request.match_info["file"])
     if not path.is_file():
         raise PathError(f"no such file: {'/'.join(parts)}", status=404)
     return _file_response(path)
@@ -224,14 +225,14 @@ async def get_userdata(request: web.Request) -> web.StreamResponse:
 
 async def post_userdata(request: web.Request) -> web.Response:
     state = state_of(request)
-    path, parts = _userdata_path(state, request.match_info["file"])
+    path, parts = _userdata_path(request, request.match_info["file"])
     overwrite = _flag(request, "overwrite", True)
     if path.exists() and not overwrite:
         return web.json_response({"error": {"type": "exists", "message": f"{'/'.join(parts)} already exists",
                                             "details": "send ?overwrite=true to replace it", "extra_info": {}}},
                                  status=409)
     body = await read_body(request, state.options.max_json_bytes)
-    base = _user_root(state)
+    base = _user_root(request)
 
     def work() -> None:
         directory = prepare_dir(base, "/".join(parts[:-1]))
@@ -245,7 +246,7 @@ async def post_userdata(request: web.Request) -> web.Response:
 
 
 async def delete_userdata(request: web.Request) -> web.Response:
-    path, parts = _userdata_path(state_of(request), request.match_info["file"])
+    path, parts = _userdata_path(request, request.match_info["file"])
     if not path.is_file():
         raise PathError(f"no such file: {'/'.join(parts)}", status=404)
     path.unlink()
@@ -253,20 +254,19 @@ async def delete_userdata(request: web.Request) -> web.Response:
 
 
 async def move_userdata(request: web.Request) -> web.Response:
-    state = state_of(request)
-    source, src_parts = _userdata_path(state, request.match_info["file"])
-    target, dest_parts = _userdata_path(state, request.match_info["dest"])
+    source, src_parts = _userdata_path(request, request.match_info["file"])
+    target, dest_parts = _userdata_path(request, request.match_info["dest"])
     if not source.is_file():
         raise PathError(f"no such file: {'/'.join(src_parts)}", status=404)
     if target.exists() and not _flag(request, "overwrite", False):
         return web.json_response({"error": {"type": "exists", "message": f"{'/'.join(dest_parts)} already exists",
                                             "details": "send ?overwrite=true to replace it", "extra_info": {}}},
                                  status=409)
-    prepare_dir(_user_root(state), "/".join(dest_parts[:-1]))
+    prepare_dir(_user_root(request), "/".join(dest_parts[:-1]))
     os.replace(source, target)
     rel = Path(*dest_parts)
     if _flag(request, "full_info", False):
-        return web.json_response(_file_info(_user_root(state), rel))
+        return web.json_response(_file_info(_user_root(request), rel))
     return web.json_response(rel.as_posix())
 
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .api_files import static_response
-from .files import PathError, list_files, resolve_file
+from .files import PathError, list_files, resolve_file, split_relative
 from .state import STATE, ServerState, state_of
 from .wire import dumps
 
@@ -57,9 +57,16 @@ async def get_extensions(request: web.Request) -> web.Response:
 
 
 async def get_extension_file(request: web.Request) -> web.StreamResponse:
-    directory = web_dirs(state_of(request)).get(request.match_info["pack"])
+    state = state_of(request)
+    pack = request.match_info["pack"]
+    directory = web_dirs(state).get(pack)
+    if directory is None and state.web_root is not None and split_relative(pack, "extension"):
+        # The served editor's own files under extensions/ (ComfyUI's editor keeps modules there that
+        # plugins' scripts import, e.g. extensions/core/widgetInputs.js).
+        own = state.web_root / "extensions" / pack
+        directory = own if own.is_dir() else None
     if directory is None:
-        raise PathError(f"no extension named {request.match_info['pack'][:60]!r}", status=404)
+        raise PathError(f"no extension named {pack[:60]!r}", status=404)
     return static_response(resolve_file(directory, "", request.match_info["path"]))
 
 

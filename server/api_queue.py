@@ -19,6 +19,7 @@ from graph.ui_workflow import Conversion, convert_ui_workflow, is_ui_workflow
 from .jobs import DONE, ERROR, INTERRUPTED, PENDING, RUNNING, SUCCESS, Job
 from .security import error_response, read_json, require_object
 from .state import ServerState, state_of
+from .users import stamp_owner
 from .wire import wire_number
 
 _PROMPT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -116,8 +117,8 @@ def _same_job(job: Job, digest: str) -> web.Response | Submitted:
 
 async def post_prompt(request: web.Request) -> web.Response:
     state = state_of(request)
-    data = await read_json(request, state.options.max_json_bytes)
-    sub = await submit(state, data)
+    data = stamp_owner(request, await read_json(request, state.options.max_json_bytes))
+    sub = data if isinstance(data, web.Response) else await submit(state, data)
     if isinstance(sub, web.Response):
         return sub
     return web.json_response({"prompt_id": sub.job.prompt_id, "number": wire_number(sub.job.number),
@@ -152,8 +153,8 @@ async def post_run(request: web.Request) -> web.Response:
     if not 0 <= timeout <= 86_400:  # also rejects nan
         raise _issue("invalid_parameter", "timeout must be a number of seconds from 0 to 86400",
                      details=f"got {str(text)[:40]!r}")
-    data = await read_json(request, state.options.max_json_bytes)
-    sub = await submit(state, data)
+    data = stamp_owner(request, await read_json(request, state.options.max_json_bytes))
+    sub = data if isinstance(data, web.Response) else await submit(state, data)
     if isinstance(sub, web.Response):
         return sub
     job = sub.job

@@ -15,6 +15,7 @@ from graph.node import MODEL_KINDS
 from graph.sizing import system_memory
 
 from .files import PathError, list_files
+from .frontends import Versions
 from .security import read_json, require_object
 from .state import ServerState, state_of
 
@@ -37,6 +38,7 @@ async def get_system_stats(request: web.Request) -> web.Response:
         "comfyui_version": VERSION, "sumie_version": VERSION, "python_version": sys.version,
         "pytorch_version": None, "embedded_python": False, "argv": sys.argv, "machine": platform.machine(),
     }
+    system.update(Versions.installed().system_fields())
     devices: list[dict[str, Any]] = []
     service = state.executor.services.get("system")
     if service is not None and hasattr(service, "stats"):
@@ -52,32 +54,32 @@ def _models_root(state: ServerState) -> Path:
     return Path(state.folders.models)
 
 
-def _kinds(state: ServerState) -> list[str]:
+def model_kinds(state: ServerState) -> list[str]:
     root = _models_root(state)
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if root.is_dir() else []
     return list(dict.fromkeys([*MODEL_KINDS, *found]))
 
 
-def _model_files(state: ServerState, kind: str) -> list[str]:
+def model_files(state: ServerState, kind: str) -> list[str]:
     directory = _models_root(state) / kind
     return [p.as_posix() for p in list_files(directory, recurse=True) if p.suffix.lower() in MODEL_EXTENSIONS]
 
 
 async def get_models(request: web.Request) -> web.Response:
-    return web.json_response(_kinds(state_of(request)))
+    return web.json_response(model_kinds(state_of(request)))
 
 
 async def get_model_folder(request: web.Request) -> web.Response:
     state = state_of(request)
     kind = request.match_info["folder"]
-    if kind not in _kinds(state):
+    if kind not in model_kinds(state):
         raise PathError(f"no model folder named {kind[:60]!r}", status=404)
-    return web.json_response(_model_files(state, kind))
+    return web.json_response(model_files(state, kind))
 
 
 async def get_embeddings(request: web.Request) -> web.Response:
-    names = [name.rsplit(".", 1)[0] for name in _model_files(state_of(request), "embeddings")]
+    names = [name.rsplit(".", 1)[0] for name in model_files(state_of(request), "embeddings")]
     return web.json_response(names)
 
 
@@ -89,9 +91,13 @@ async def post_free(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def features(options: Any) -> dict[str, Any]:
+    """What this server supports: GET /features, and the answer to a websocket client's feature_flags."""
+    return {"supports_preview_metadata": False, "max_upload_size": options.max_upload_bytes}
+
+
 async def get_features(request: web.Request) -> web.Response:
-    return web.json_response({"supports_preview_metadata": False,
-                              "max_upload_size": state_of(request).options.max_upload_bytes})
+    return web.json_response(features(state_of(request).options))
 
 
 async def get_schema(request: web.Request) -> web.Response:

@@ -13,11 +13,13 @@ from aiohttp import web
 from graph import Executor, NodeRegistry
 from graph.stale import remove_partial_writes
 
+from . import frontend_routes
 from .jobs import JobStore
 from .options import ServerOptions
 from .routes import add_routes
 from .security import Guard, is_loopback
 from .state import STATE, PluginReport, ServerState
+from .users import token_middlewares
 from .worker import Worker
 from .ws import Hub
 
@@ -38,8 +40,10 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
     routes, reloading); `web_dirs` adds web folders of its own (name -> folder, served at /extensions/).
     """
     options = options or ServerOptions()
+    if options.web_root is not None:
+        web_root = options.web_root
     guard = Guard(options, listen=getattr(settings, "listen", "127.0.0.1"))
-    app = web.Application(middlewares=guard.middlewares(),
+    app = web.Application(middlewares=token_middlewares(guard.middlewares(), guard, options),
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
     store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
     hub = Hub(capacity=options.ws_buffer, max_bytes=options.ws_buffer_bytes, queue_remaining=store.queue_remaining)
@@ -48,6 +52,7 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
                              hub=hub, worker=worker, web_root=web_root, web_dirs=dict(web_dirs or {}),
                              plugins=plugins, system_info=system_info)
     add_routes(app, hub.handle)
+    frontend_routes.setup(app, settings=settings, options=options, hub=hub)
     app.cleanup_ctx.append(_run_worker)
     app.on_response_prepare.append(_nosniff)
     return app
@@ -78,7 +83,7 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 def refuse_reason(listen: str, options: ServerOptions) -> str | None:
     """Why the server must not start with these settings, if it must not."""
-    if not is_loopback(listen) and not options.auth_token and not options.allow_remote:
+    if not is_loopback(listen) and not options.auth_token and not options.user_tokens and not options.allow_remote:
         return (f"refusing to listen on {listen} without --auth-token: anyone who reaches the port could run jobs "
                 "and read your files. Set --auth-token (or SUMIE_AUTH_TOKEN), or pass --allow-remote to accept that")
     return None

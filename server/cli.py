@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from .frontends import FRONTENDS, FrontendError, resolve_web_root
 from .options import PREVIEW_METHODS, ServerOptions
+from .users import parse_user_tokens
 
 
 def _env_float(name: str, default: float | None) -> float | None:
@@ -36,6 +38,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "editor does)")
     group.add_argument("--max-attempts", type=int, default=2,
                        help="runs of one job before a server crash during it fails it as worker_lost (default 2)")
+    add_frontend_arguments(parser)
+
+
+def add_frontend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("editor and users")
+    group.add_argument("--frontend", choices=FRONTENDS, default=os.environ.get("SUMIE_FRONTEND", "sumie"),
+                       help="the editor served at /: sumie (ours, the default) or comfyui (ComfyUI's own editor "
+                            "from the pip package comfyui-frontend-package); env SUMIE_FRONTEND")
+    group.add_argument("--front-end-root", default=os.environ.get("SUMIE_FRONT_END_ROOT"), metavar="DIR",
+                       help="serve another frontend's built files (the folder with index.html) at /; "
+                            "env SUMIE_FRONT_END_ROOT")
+    group.add_argument("--multi-user", action="store_true", default=os.environ.get("SUMIE_MULTI_USER") == "1",
+                       help="separate settings, workflows, outputs and jobs per user; env SUMIE_MULTI_USER=1")
+    group.add_argument("--user-token", dest="user_tokens", action="append", default=[], metavar="NAME=TOKEN",
+                       help="with --multi-user: this token signs in as user NAME (repeatable); env "
+                            "SUMIE_USER_TOKENS=name=token,name2=token2")
 
 
 def options_from(args: argparse.Namespace) -> ServerOptions:
@@ -43,6 +61,13 @@ def options_from(args: argparse.Namespace) -> ServerOptions:
         raise SystemExit("--max-queue must be at least 1")
     if args.max_attempts < 1:
         raise SystemExit("--max-attempts must be at least 1")
+    try:
+        web_root = resolve_web_root(frontend=args.frontend, front_end_root=args.front_end_root)
+        user_tokens = parse_user_tokens([*args.user_tokens, *_env_list("SUMIE_USER_TOKENS")])
+    except (FrontendError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if user_tokens and not args.multi_user:
+        raise SystemExit("error: --user-token needs --multi-user")
     return ServerOptions(
         auth_token=args.auth_token or None,
         allow_remote=args.allow_remote,
@@ -53,4 +78,11 @@ def options_from(args: argparse.Namespace) -> ServerOptions:
         max_json_mb=args.max_body_mb,
         preview_method=args.preview_method,
         max_attempts=args.max_attempts,
+        web_root=web_root,
+        multi_user=args.multi_user,
+        user_tokens=user_tokens,
     )
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 # Previews are a cheap latent -> RGB projection; "auto" and "latent2rgb" both select it. (A client
 # asking for "taesd" in extra_data also gets it: a preview is never an output, so this is no silent
@@ -27,6 +28,9 @@ class ServerOptions:
     ws_buffer: int = 1024  # queued messages per websocket before previews are dropped / the socket closed
     ws_buffer_mb: float = 16.0  # the same bound in bytes: a socket that never reads holds no more than this
     shutdown_grace: float = 10.0  # seconds to wait for the running job to honour a shutdown interrupt
+    web_root: Path | None = None  # another frontend served at / (--front-end-root, --frontend); None: ours
+    multi_user: bool = False  # per-user settings, workflows, outputs and jobs (--multi-user)
+    user_tokens: tuple[tuple[str, str], ...] = ()  # (token, user name): a token that signs in as that user
 
     @property
     def max_upload_bytes(self) -> int:

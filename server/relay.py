@@ -30,6 +30,7 @@ from graph.events import (
     RunStarted,
 )
 
+from .progress import ProgressState
 from .wire import dumps
 
 log = logging.getLogger("sumie.relay")
@@ -83,6 +84,8 @@ class Relay:
         self.previews = previews
         self.history_messages: list[list[Any]] = []
         self.terminal: tuple[str, dict[str, Any]] | None = None
+        self.nodes = ProgressState(state.prompt_id, loop=loop,  # per-node states: progress_state messages
+                                   send=lambda data: self._send("progress_state", data))
 
     def _send(self, type_: str, data: dict[str, Any]) -> None:
         self.loop.call_soon_threadsafe(self.send_text, dumps({"type": type_, "data": data}), self.sid)
@@ -116,15 +119,19 @@ class Relay:
             state.current = data
             state.progress = None
             self._send("executing", data)
+            self.nodes.start(event.node_id, event.display_node)
         elif isinstance(event, Progress):
             data = {"value": event.value, "max": event.max, "prompt_id": pid, "node": event.node_id}
             state.progress = data
             self._send("progress", data)
+            self.nodes.update(event.node_id, event.value, event.max)
             if self.previews and event.preview is not None:
                 frame = encode_preview(event.preview)
                 if frame is not None:
                     self.loop.call_soon_threadsafe(self.send_preview, frame, self.sid)
         elif isinstance(event, NodeFinished):
+            if not event.cached:
+                self.nodes.finish(event.node_id, event.display_node)
             if event.ui is not None:
                 data = {"node": event.node_id, "display_node": event.display_node, "output": event.ui,
                         "prompt_id": pid}
@@ -132,17 +139,22 @@ class Relay:
                 self._send("executed", data)
         elif isinstance(event, NodeFailed):
             f = event.failure
+            if f.node_id is not None:
+                self.nodes.fail(f.node_id)
             self.terminal = ("execution_error", {
                 "prompt_id": pid, "node_id": f.node_id, "node_type": f.node_type, "executed": list(f.executed),
                 "exception_message": f.exception_message, "exception_type": f.exception_type,
                 "traceback": list(f.traceback), "current_inputs": f.current_inputs, "current_outputs": {},
                 "timestamp": now_ms()})
         elif isinstance(event, RunInterrupted):
+            self.nodes.end()
             self.terminal = ("execution_interrupted", {
                 "prompt_id": pid, "node_id": event.node_id, "node_type": event.node_type,
                 "executed": list(event.executed), "reason": event.reason, "timestamp": now_ms()})
-        elif isinstance(event, RunFinished) and event.status == "success":
-            self.terminal = ("execution_success", {"prompt_id": pid, "timestamp": int(event.timestamp * 1000)})
+        elif isinstance(event, RunFinished):
+            self.nodes.end()
+            if event.status == "success":
+                self.terminal = ("execution_success", {"prompt_id": pid, "timestamp": int(event.timestamp * 1000)})
 
     def crashed(self, exc: BaseException, tb: list[str]) -> None:
         """The engine itself raised (a bug, or a planning error): report it like a node failure."""

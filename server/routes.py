@@ -14,7 +14,7 @@ from . import api_files as files
 from . import api_plugins as plugins
 from . import api_queue as queue
 from . import api_system as system
-from . import openapi
+from . import api_users, frontend_routes, openapi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,6 +37,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[Route, ...] = (
+    *(Route(**spec) for spec in frontend_routes.ROUTE_SPECS),  # ComfyUI's editor's extra routes
     Route(method="POST", path="/prompt", handler=queue.post_prompt, tag="queue", body="PromptRequest",
           responses=(200, 400, 409, 413, 429),
           summary="Queue a workflow (API format, or editor format: converted on the server). A client-supplied "
@@ -129,9 +130,10 @@ def add_routes(app: web.Application, ws_handler: Handler) -> None:
     app.router.add_get("/api/ws", ws_handler)
 
     def handler_of(route: Route) -> Handler:
+        handler = api_users.handler_for(app, route.method, route.path, route.handler)  # --multi-user
         if (route.method, route.path) in RELOAD_BEFORE:
-            return plugins.reloading(route.handler, app)
-        return route.handler
+            return plugins.reloading(handler, app)
+        return handler
 
     for route in ROUTES:
         if route.api:

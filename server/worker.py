@@ -25,6 +25,7 @@ from graph import Executor, InterruptToken, RunRequest, parse_api_workflow
 from .jobs import DONE, ERROR, INTERRUPTED, Job, JobStore
 from .options import ServerOptions
 from .relay import Relay, RunState
+from .users import RunScope
 from .ws import Hub
 
 log = logging.getLogger("sumie.worker")
@@ -53,6 +54,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._running: asyncio.Future[Any] | None = None
         self._stopping = False
+        self.scope = RunScope(executor, options)  # per-user folders with --multi-user
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,7 +125,7 @@ class Worker:
             status = ERROR
         else:
             request = RunRequest(validation=validation, run_id=job.prompt_id, extra_data=job.extra_data,
-                                 interrupt=token, listeners=[relay])
+                                 interrupt=token, listeners=[relay], folders=self.scope.folders_for(job))
             try:
                 outcome = self.executor.run(request)
             except Exception as exc:  # an engine bug must fail this job, never the worker

@@ -97,6 +97,7 @@ class Client:
         self.ready = asyncio.Event()
         self.closing = False
         self.task: asyncio.Task[None] | None = None
+        self.feature_flags: dict = {}  # what the client said it supports (its first message)
 
     def offer(self, message: str | bytes, *, droppable: bool) -> bool:
         """Queue a message; False when the socket is hopelessly behind and must be closed."""
@@ -134,6 +135,8 @@ class Hub:
         self.clients: dict[str, Client] = {}
         self.queue_remaining = queue_remaining  # the job store's count
         self.running: RunState | None = None  # the run in progress, set by the worker: replayed on reconnect
+        self.on_text: Callable[[Client, str], None] | None = None  # text a client sends (feature flags)
+        self.scope_sid: Callable[[web.Request, str], str] | None = None
 
     def status_message(self, sid: str | None = None) -> str:
         data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
@@ -178,6 +181,8 @@ class Hub:
         await ws.prepare(request)
         requested = request.query.get("clientId", "")
         sid = requested if _CLIENT_ID.fullmatch(requested) else uuid.uuid4().hex
+        if self.scope_sid is not None:  # --multi-user: a user's socket ids are their own
+            sid = self.scope_sid(request, sid)
         client = Client(sid, ws, self.capacity, self.max_bytes)
         old = self.clients.get(sid)
         if old is not None:  # the same client reconnecting: the new socket wins
@@ -194,7 +199,8 @@ class Hub:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     log.debug("websocket %s error: %s", sid, ws.exception())
-                # Text from clients (feature flags and the like) needs no answer.
+                elif msg.type == WSMsgType.TEXT and self.on_text is not None:
+                    self.on_text(client, msg.data)
         finally:
             if self.clients.get(sid) is client:
                 del self.clients[sid]

@@ -54,16 +54,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as res:  # noqa: S310 (loopback test server)
+def _get_json(url: str, token: str | None = None) -> object:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as res:  # noqa: S310
         return json.loads(res.read())
 
 
 class Server:
     """`main.py serve` on a free port with its own folders."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = (), token: str | None = None) -> None:
         self.root = root
+        self.token = token  # sent by get() and the start-up check
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "server.log"
@@ -72,6 +74,7 @@ class Server:
         cmd = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(self.port)]
         for name, path in folders.items():
             cmd += [f"--{name}-dir", str(path)]
+        cmd += list(extra_args)
         env = {**os.environ, "SUMIE_CPU": "1", "PYTHONUNBUFFERED": "1"}
         self._log_file = open(self.log, "ab")  # noqa: SIM115 (the subprocess owns it until it exits)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
@@ -82,7 +85,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                info = _get_json(self.url + "/object_info")
+                info = _get_json(self.url + "/object_info", self.token)
                 if isinstance(info, dict) and "CheckpointLoaderSimple" in info:
                     return
             except OSError:
@@ -90,8 +93,8 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"the server did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
-    def get(self, path: str) -> object:
-        return _get_json(self.url + path)
+    def get(self, path: str, token: str | None = None) -> object:
+        return _get_json(self.url + path, token or self.token)
 
     def stop(self) -> None:
         self.proc.terminate()
