@@ -117,7 +117,7 @@ def _same_job(job: Job, digest: str) -> web.Response | Submitted:
 
 async def post_prompt(request: web.Request) -> web.Response:
     state = state_of(request)
-    data = stamp_owner(request, await read_json(request, state.options.max_json_bytes))
+    data = stamp_owner(request, await read_json(request, state.options.max_json_bytes), state.store)
     sub = data if isinstance(data, web.Response) else await submit(state, data)
     if isinstance(sub, web.Response):
         return sub
@@ -153,7 +153,7 @@ async def post_run(request: web.Request) -> web.Response:
     if not 0 <= timeout <= 86_400:  # also rejects nan
         raise _issue("invalid_parameter", "timeout must be a number of seconds from 0 to 86400",
                      details=f"got {str(text)[:40]!r}")
-    data = stamp_owner(request, await read_json(request, state.options.max_json_bytes))
+    data = stamp_owner(request, await read_json(request, state.options.max_json_bytes), state.store)
     sub = data if isinstance(data, web.Response) else await submit(state, data)
     if isinstance(sub, web.Response):
         return sub

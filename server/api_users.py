@@ -56,10 +56,7 @@ async def post_queue(request: web.Request) -> web.Response:
     if data.get("clear") is True:
         state.store.delete_pending([j.prompt_id for j in _own(request, state.store.pending())])
     if "delete" in data:
-        ids = _own_ids(request, _ids(data))
-        state.store.delete_pending(ids)
-        for pid in ids:
-            state.worker.validations.pop(pid, None)
+        state.store.delete_pending(_own_ids(request, _ids(data)))
     state.hub.broadcast_status()
     return web.Response(status=200)
 
@@ -159,9 +156,7 @@ def _cancel(request: web.Request, prompt_id: str) -> bool | None:
     job = state.store.get(prompt_id)
     if job is None or (request.app[USERS].multi_user and owner_of(job) != _user(request)):
         return None
-    if job.state == PENDING:
-        state.store.delete_pending([prompt_id])
-        state.worker.validations.pop(prompt_id, None)
+    if job.state == PENDING and state.store.delete_pending([prompt_id]):  # 0: claimed meanwhile, so interrupt
         state.hub.broadcast_status()
         return True
     return state.worker.interrupt(prompt_id)

@@ -178,11 +178,10 @@ def token_middlewares(middlewares: list[Any], guard: Any, options: ServerOptions
     return [auth if m == guard.auth else m for m in middlewares]
 
 
-def stamp_owner(request: web.Request, data: Any) -> Any:
+def stamp_owner(request: web.Request, data: Any, store: Any) -> Any:
     """A POST /prompt body made to belong to the requesting user (--multi-user): its owner is set (never
     taken from the client), its client_id is the user's socket id, and a prompt_id another user already
-    used is refused. Single-user: the body unchanged."""
-    from .state import STATE  # here: the state module imports the worker, which imports this module
+    used is refused (`store`: the job store). Single-user: the body unchanged."""
 
     users = request.app[USERS]
     if not users.multi_user or not isinstance(data, dict):
@@ -190,7 +189,7 @@ def stamp_owner(request: web.Request, data: Any) -> Any:
     if is_ui_workflow(data):
         data = {"prompt": data}
     user = users.user_of(request)
-    existing = request.app[STATE].store.get(data["prompt_id"]) if isinstance(data.get("prompt_id"), str) else None
+    existing = store.get(data["prompt_id"]) if isinstance(data.get("prompt_id"), str) else None
     if existing is not None and owner_of(existing) != user:
         return error_response(409, "prompt_id_conflict", "This prompt_id is already used",
                               details="use a new prompt_id")
