@@ -22,7 +22,8 @@ class ModelSampling:
 
     sigmas: torch.Tensor  # float32, ascending, one per training timestep
     log_sigmas: torch.Tensor
-    prediction: str = "epsilon"  # or "v_prediction"
+    prediction: str = "epsilon"  # or "v_prediction"; also "lcm", "x0", "edm" (nodes/sampling/model_sampling.py)
+    sigma_data: float = 1.0
 
     @classmethod
     def discrete(cls, *, prediction: str = "epsilon", beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -64,6 +65,27 @@ class ModelSampling:
             return 0.0
         return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
 
+    def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's input at noise level `sigma`: x scaled to unit variance."""
+        return x * (1.0 / (sigma**2 + self.sigma_data**2) ** 0.5)
+
+    def calculate_denoised(self, sigma: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The x0 estimate from the U-Net's output `out` for the noisy `x`, by prediction type."""
+        sd2 = self.sigma_data**2
+        if self.prediction == "v_prediction":
+            return x * (sd2 / (sigma**2 + sd2)) + out * (-(sigma * self.sigma_data) / (sigma**2 + sd2) ** 0.5)
+        if self.prediction == "edm":
+            return x * (sd2 / (sigma**2 + sd2)) + out * (sigma * self.sigma_data / (sigma**2 + sd2) ** 0.5)
+        if self.prediction == "x0":
+            return out
+        x0 = x - out * sigma
+        if self.prediction == "lcm":  # LCM's consistency boundary condition (sigma_data 0.5, timestep x 10)
+            t = self.timestep(sigma).float() * 10.0
+            c_skip = 0.25 / (t**2 + 0.25)
+            c_out = t / (t**2 + 0.25) ** 0.5
+            return c_out * x0 + c_skip * x
+        return x0
+
 
 # -- schedules: each returns steps + 1 sigmas, descending, ending in 0 ---------------------------------
 def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -71,7 +93,9 @@ def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def normal(ms: ModelSampling, steps: int) -> torch.Tensor:
-    t = torch.linspace(len(ms.sigmas) - 1, 0, steps, dtype=torch.float32)
+    start = float(ms.timestep(torch.tensor(ms.sigma_max)))
+    end = float(ms.timestep(torch.tensor(ms.sigma_min)))
+    t = torch.linspace(start, end, steps, dtype=torch.float32)
     return _with_zero(ms.sigma(t))
 
 
