@@ -54,6 +54,9 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.mask_nodes",
     "nodes.sd.inpaint_nodes",
     "nodes.sd.upscale_nodes",
+    "nodes.sd.unet_patch_nodes",
+    "nodes.sd.guidance_patch_nodes",
+    "nodes.sd.model_sampling_nodes",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
