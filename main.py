@@ -57,6 +57,8 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.unet_patch_nodes",
     "nodes.sd.guidance_patch_nodes",
     "nodes.sd.model_sampling_nodes",
+    "nodes.sd.token_patch_nodes",
+    "nodes.sd.model_extra_nodes",
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130

@@ -282,7 +282,9 @@ class PatchedAttention:
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args: Any, **kwargs: Any) -> torch.Tensor:
-        info = {**self.active.call, **self.place, "heads": attn.heads}
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        info = {**self.active.call, **self.place, "heads": attn.heads, "tokens": hidden_states.shape[1],
+                "context_width": context.shape[-1]}
         acting = [p for p in self.patches if p.when is None or p.when(info)]
         if not any(p.input or p.replace for p in acting):
             out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)

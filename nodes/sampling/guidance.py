@@ -212,7 +212,7 @@ class Guider:
             added = [self._sdxl_added(e, batch) for e in entries]
             kwargs["added_cond_kwargs"] = {k: torch.cat([a[k] for a in added]) for k in added[0]}
         unet = self.patches.unet_caller(self.model.unet, sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
-                                        model=self.model)
+                                        original_shape=tuple(model_in.shape), model=self.model)
         out = unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
         out = out.float()
         xs = x.repeat(n, 1, 1, 1) if n > 1 else x

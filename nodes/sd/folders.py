@@ -31,6 +31,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet",),
     "upscale_models": ("upscale_models",),
     "clip_vision": ("clip_vision",),
+    "hypernetworks": ("hypernetworks",),
 }
 MODEL_KINDS = tuple(KIND_FOLDERS)
 _DRIVE = re.compile(r"^[A-Za-z]:")
