@@ -63,7 +63,8 @@ def _plain(value: Any) -> Any:
 
 
 def fingerprint(model: Any) -> tuple[Any, ...]:
-    """What identifies a MODEL's behaviour: its weights' source, its sampling and every patch's settings."""
+    """What identifies a MODEL's behaviour: its weights' source, its sampling, every patch's settings and
+    its options (per-model settings that are not hooks, such as DifferentialDiffusion's mask function)."""
     keys: list[Any] = []
     for p in model.patches:
         if isinstance(p, ModelPatch):
@@ -72,7 +73,17 @@ def fingerprint(model: Any) -> tuple[Any, ...]:
             keys.append(("weights", getattr(p, "name", "?"), getattr(p, "strength", None), getattr(p, "component", "")))
     s = model.sampling
     sampling = (type(s).__name__, s.prediction, s.sigma_data, len(s.sigmas), float(s.sigmas[0]), float(s.sigmas[-1]))
-    return (str(model.source), model.kind, sampling, tuple(keys))
+    options = tuple(sorted((k, _option(v)) for k, v in getattr(model, "options", {}).items()))
+    return (str(model.source), model.kind, sampling, tuple(keys), options)
+
+
+def _option(value: Any) -> Any:
+    """A model option (e.g. DifferentialDiffusion's denoise-mask function) by what defines it."""
+    func = getattr(value, "func", None)  # functools.partial: the function and its settings
+    if func is not None:
+        return (getattr(func, "__qualname__", repr(func)), _plain(tuple(getattr(value, "args", ()))),
+                tuple(sorted((k, _plain(v)) for k, v in getattr(value, "keywords", {}).items())))
+    return getattr(value, "__qualname__", None) or _plain(value)
 
 
 @dataclass(frozen=True, kw_only=True)

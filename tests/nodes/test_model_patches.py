@@ -20,6 +20,7 @@ from nodes.models.patching import patched
 from nodes.sampling.ksampler import SamplingRequest, sample
 from nodes.sampling.schedules import ModelSampling
 from nodes.sd.handles import LatentFormat, ModelHandle
+from nodes.sd.model_sampling_nodes import ModelSamplingDiscrete
 from nodes.sd.unet_patch_nodes import (
     FreeU,
     FreeU_V2,
@@ -126,6 +127,12 @@ def test_fingerprint_changes_with_every_setting(model):
     assert a != fingerprint(model.with_patches(FreeUPatch(1.1, 1.2, 0.9, 0.3)))
     assert a != fingerprint(model.with_patches(FreeUPatch(1.1, 1.2, 0.9, 0.2, 2)))
     assert a != fingerprint(model)
+    from nodes.sd.inpaint_nodes import DifferentialDiffusion
+
+    soft = fingerprint(node(DifferentialDiffusion, model=model, strength=0.5))
+    assert soft == fingerprint(node(DifferentialDiffusion, model=model, strength=0.5))
+    assert soft != fingerprint(node(DifferentialDiffusion, model=model, strength=1.0)) != fingerprint(model)
+    assert fingerprint(node(ModelSamplingDiscrete, model=model, sampling="lcm", zsnr=False)) != fingerprint(model)
 
 
 # ------------------------------------------------------------------------------- FreeU
