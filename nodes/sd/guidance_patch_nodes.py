@@ -141,17 +141,16 @@ class SelfAttentionGuidancePatch(ModelPatch):
     def install(self, active: ActivePatches) -> None:
         state: dict[str, torch.Tensor] = {}
 
-        def record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, info: dict[str, Any]) -> torch.Tensor | None:
-            sides = info.get("cond_or_uncond") or []
-            if 1 not in sides:
-                return None
+        def record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
+            sides = info["cond_or_uncond"]
             out, probs = attention_with_probs(q, k, v, info["heads"])
             n = info["heads"] * (q.shape[0] // len(sides))
             i = sides.index(1)
             state["attn"] = probs[n * i:n * (i + 1)]
             return out
 
-        active.attention("attn1", block=("middle", 0), transformer=0, replace=record)
+        active.attention("attn1", block=("middle", 0), transformer=0, replace=record,
+                         when=lambda info: 1 in (info.get("cond_or_uncond") or ()))  # calls with a negative side
 
         def post(args: dict[str, Any]) -> torch.Tensor:
             result, uncond, x = args["denoised"], args["uncond_denoised"], args["input"]
