@@ -135,6 +135,8 @@ class DownscalePatch(ModelPatch):
         active.output_block(self.grow)
 
     def shrink(self, h: torch.Tensor, info: Info) -> torch.Tensor:
+        if info.get("sigma") is None:  # a U-Net call outside sampling: no noise level, no window
+            return h
         sigma = float(info["sigma"].reshape(-1)[0])
         if not self.sigma_end <= sigma <= self.sigma_start:
             return h

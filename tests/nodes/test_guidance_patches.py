@@ -19,6 +19,7 @@ from nodes.sampling.guidance import Guider
 from nodes.sampling.ksampler import GuiderSpec, NoiseSpec, SamplerChoice, SamplingRequest, run_sampling, sample
 from nodes.sampling.schedules import ModelSampling, schedule
 from nodes.sd.guidance_patch_nodes import (
+    PerpNeg,
     PerpNegGuider,
     PerturbedAttentionGuidance,
     RescaleCFG,
@@ -61,7 +62,7 @@ def node(cls: type, **inputs: Any) -> Any:
 def guided(model: ModelHandle, conds: tuple[list, list], x: torch.Tensor, sigma: float, cfg: float = 5.0
            ) -> tuple[torch.Tensor, Guider]:
     """One guided x0 estimate with the model's patches installed, and the guider (to query sides)."""
-    with applied(model) as active:
+    with torch.no_grad(), applied(model) as active:
         g = Guider(model, conds[0], conds[1], cfg, x=x, device=x.device, dtype=torch.float32, patches=active)
         return g(x, torch.tensor(sigma)), g
 
@@ -110,13 +111,15 @@ def test_pag_adds_the_distance_to_the_perturbed_prediction(model, conds, sd1):
     pag = node(PerturbedAttentionGuidance, model=model, scale=scale)
     out, _ = guided(pag, conds, X, sigma, cfg)
     _, g = guided(model, conds, X, sigma, cfg)
-    cond, uncond = g.predict("positive", X, torch.tensor(sigma)), g.predict("negative", X, torch.tensor(sigma))
+    with torch.no_grad():
+        cond, uncond = g.predict("positive", X, torch.tensor(sigma)), g.predict("negative", X, torch.tensor(sigma))
     original = dict(sd1.unet.attn_processors)
     swapped = {k: ValueOnly() if k.startswith("mid_block") and k.endswith("attn1.processor") else v
                for k, v in original.items()}
     sd1.unet.set_attn_processor(dict(swapped))
     try:
-        perturbed = g.predict("positive", X, torch.tensor(sigma))
+        with torch.no_grad():
+            perturbed = g.predict("positive", X, torch.tensor(sigma))
     finally:
         sd1.unet.set_attn_processor(dict(original))
     expected = uncond + (cond - uncond) * cfg + (cond - perturbed) * scale
@@ -171,6 +174,19 @@ def test_perp_neg_removes_only_the_orthogonal_part_of_the_negative():
     assert torch.allclose(out.flatten(), torch.tensor([3.0, -1.5]))
     shifted = perp_neg(pos + 2, neg + 2, nocond + 2, neg_scale=0.5, cond_scale=3.0)
     assert torch.allclose(shifted.flatten(), torch.tensor([5.0, 0.5]))
+
+
+def test_perp_neg_patch_projects_the_negative_against_the_empty_prompt(model, conds):
+    gen = torch.Generator().manual_seed(9)
+    empty = [[torch.randn(1, 7, conds[0][0][0].shape[-1], generator=gen), {}]]
+    out, g = guided(node(PerpNeg, model=model, empty_conditioning=empty, neg_scale=0.5), conds, X, 2.0, 4.0)
+    with torch.no_grad():
+        pos, neg, nocond = (g.predict(c, X, torch.tensor(2.0)).double() for c in ("positive", "negative", empty))
+    p, n = (pos - nocond).flatten(), (neg - nocond).flatten()
+    perp = n - (n @ p) / (p @ p) * p  # the part of the negative orthogonal to the positive
+    expected = nocond.flatten() + 4.0 * (p - 0.5 * perp)
+    assert abs(float(perp @ p)) < 1e-6 * float(p @ p)
+    assert torch.allclose(out.double().flatten(), expected, rtol=1e-4, atol=1e-3)
 
 
 def test_perp_neg_guider_with_an_empty_prompt_equal_to_the_negative_is_cfg(model, conds):
