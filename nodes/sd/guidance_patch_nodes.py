@@ -141,8 +141,10 @@ class SelfAttentionGuidancePatch(ModelPatch):
     def install(self, active: ActivePatches) -> None:
         state: dict[str, torch.Tensor] = {}
 
-        def record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
+        def record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, info: dict[str, Any]) -> torch.Tensor | None:
             sides = info["cond_or_uncond"]
+            if q.shape[0] != info.get("original_shape", q.shape)[0]:  # tokens regrouped (HyperTile): no map
+                return None
             out, probs = attention_with_probs(q, k, v, info["heads"])
             n = info["heads"] * (q.shape[0] // len(sides))
             i = sides.index(1)

@@ -286,3 +286,42 @@ def test_patch_settings_are_part_of_the_cache_key(tmp_path, tiny_file):
     assert not torch.equal(first, base)
     again, _ = result(None)
     assert torch.equal(again, base)
+
+
+STACK = [("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
+         ("PerturbedAttentionGuidance", {"scale": 3.0}),
+         ("SelfAttentionGuidance", {"scale": 0.5, "blur_sigma": 2.0}),
+         ("RescaleCFG", {"multiplier": 0.7}),
+         ("PatchModelAddDownscale", {"block_number": 3, "downscale_factor": 2.0, "start_percent": 0.0,
+                                     "end_percent": 0.35, "downscale_after_skip": False,
+                                     "downscale_method": "bicubic", "upscale_method": "bislerp"}),
+         ("HyperTile", {"tile_size": 32, "swap_size": 2, "max_depth": 1, "scale_depth": False}),
+         ("UNetCrossAttentionMultiply", {"q": 1.0, "k": 1.2, "v": 0.8, "out": 1.0}),
+         ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": True})]
+
+
+@pytest.mark.parametrize("kind", ["sd2", "sdxl"])
+def test_every_patch_stacked_on_other_layouts_then_the_base_again(tmp_path, tiny_file, kind):
+    engine = SdEngine(tmp_path)
+    ckpt = engine.add("checkpoints", tiny_file(kind), f"{kind}.safetensors")
+
+    def result(stack: list[tuple[str, dict[str, Any]]]) -> torch.Tensor:
+        g = GraphBuilder()
+        loader = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
+        model = loader[0]
+        for cls, inputs in stack:
+            model = g.node(cls, model=model, **inputs)[0]
+        pos = g.node("CLIPTextEncode", text="a fox", clip=loader[1])
+        neg = g.node("CLIPTextEncode", text="blurry", clip=loader[1])
+        latent = g.node("EmptyLatentImage", width=128, height=128, batch_size=1)
+        g.node("Keep", value=g.node("KSampler", seed=3, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
+                                    denoise=1.0, model=model, positive=pos, negative=neg, latent_image=latent))
+        engine.kept.clear()
+        outcome = engine.run(g.build())
+        assert outcome.status == "success", outcome.failure and outcome.failure.describe()
+        return engine.kept[0]["samples"]
+
+    base = result([])
+    stacked = result(STACK)
+    assert stacked.shape == base.shape and torch.isfinite(stacked).all() and not torch.equal(stacked, base)
+    assert torch.equal(result([]), base)
