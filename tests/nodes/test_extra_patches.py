@@ -202,3 +202,14 @@ def test_compiled_unet_samples_like_the_plain_one(model, conds, sd1):
     assert torch.equal(run(compiled, conds, size=8), base)  # the compiled module is reused
     assert len(sd1.unet.__dict__["_compiled_by_backend"]) == 1
     assert not any("_orig_mod" in k for k in sd1.unet.state_dict())  # not registered as a submodule
+
+
+def test_torch_compile_node_offers_comfyuis_backends(model):
+    from nodes.sd.model_extra_nodes import TorchCompileModel
+
+    backends = next(i for i in TorchCompileModel.SCHEMA.inputs if i.name == "backend").choices
+    assert list(backends) == ["inductor", "cudagraphs"]
+    (out,) = TorchCompileModel().execute(None, model=model, backend="inductor")
+    assert out.unet is model.unet and out.patches[-1] == TorchCompilePatch("inductor")
+    with pytest.raises(ValueError, match="TorchCompileModel: input 'backend'"):
+        TorchCompileModel().execute(None, model=model, backend="tvm")

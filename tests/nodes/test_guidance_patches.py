@@ -271,3 +271,17 @@ def test_continuous_samplings_follow_their_timestep_maps():
     assert math.isclose(float(v.sigma(torch.tensor(0.5))), 1.0, rel_tol=1e-5)
     with pytest.raises(ValueError, match="ModelSamplingContinuousV: inputs 'sigma_min' and 'sigma_max'"):
         node(ModelSamplingContinuousV, model=base, sampling="v_prediction", sigma_max=0.01, sigma_min=0.03)
+
+
+def test_playground_latents_are_standardised_per_channel():
+    base = ModelHandle(unet=None, kind="sdxl", sampling=ModelSampling.discrete(),
+                       latent_format=LatentFormat(scale_factor=0.13025))
+    fmt = node(ModelSamplingContinuousEDM, model=base, sampling="edm_playground_v2.5", sigma_max=80.0,
+               sigma_min=0.002).latent_format
+    mean = torch.tensor([-1.6574, 1.886, -1.383, 2.5155]).view(1, 4, 1, 1)
+    std = torch.tensor([8.4927, 5.9022, 6.5498, 5.2299]).view(1, 4, 1, 1)
+    raw = mean + std * torch.arange(4.0).view(1, 4, 1, 1)  # channel c sits c standard deviations above its mean
+    assert torch.allclose(fmt.process_in(raw), 0.5 * torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 1, 1))
+    assert torch.allclose(fmt.process_out(fmt.process_in(raw)), raw, atol=1e-5)
+    assert node(ModelSamplingContinuousEDM, model=base, sampling="edm", sigma_max=80.0,
+                sigma_min=0.002).latent_format is base.latent_format
