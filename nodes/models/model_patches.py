@@ -198,7 +198,8 @@ class ActivePatches:
              uncond: torch.Tensor) -> dict[str, Any]:
         """ComfyUI's argument names: "cond"/"uncond" are x minus the estimates, "*_denoised" the estimates."""
         return {"cond": x - cond, "uncond": x - uncond, "cond_denoised": cond, "uncond_denoised": uncond,
-                "cond_scale": guider.cfg, "sigma": sigma.reshape(-1), "input": x, "guider": guider, "patches": self}
+                "cond_scale": guider.cfg, "sigma": sigma.reshape(-1), "timestep": sigma.reshape(-1), "input": x,
+                "guider": guider, "patches": self}
 
 
 def _bind(wrapper: Callable[..., Any], forward: Callable[..., Any], info: Info) -> Callable[..., Any]:
