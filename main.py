@@ -54,6 +54,11 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.animated",
     "nodes.sd.image_transform",
     "nodes.sd.controlnet_nodes",
+    "nodes.sd.unet_patch_nodes",
+    "nodes.sd.guidance_patch_nodes",
+    "nodes.sd.model_sampling_nodes",
+    "nodes.sd.token_patch_nodes",
+    "nodes.sd.model_extra_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"

@@ -18,7 +18,8 @@ class ModelSampling:
 
     sigmas: torch.Tensor  # float32, ascending, one per training timestep
     log_sigmas: torch.Tensor
-    prediction: str = "epsilon"  # or "v_prediction"
+    prediction: str = "epsilon"  # or "v_prediction"; also "lcm", "x0", "edm" (nodes/sampling/model_sampling.py)
+    sigma_data: float = 1.0
 
     @classmethod
     def discrete(cls, *, prediction: str = "epsilon", beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -59,3 +60,24 @@ class ModelSampling:
         if percent >= 1.0:
             return 0.0
         return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
+
+    def calculate_input(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's input at noise level `sigma`: x scaled to unit variance."""
+        return x * (1.0 / (sigma**2 + self.sigma_data**2) ** 0.5)
+
+    def calculate_denoised(self, sigma: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The x0 estimate from the U-Net's output `out` for the noisy `x`, by prediction type."""
+        sd2 = self.sigma_data**2
+        if self.prediction == "v_prediction":
+            return x * (sd2 / (sigma**2 + sd2)) + out * (-(sigma * self.sigma_data) / (sigma**2 + sd2) ** 0.5)
+        if self.prediction == "edm":
+            return x * (sd2 / (sigma**2 + sd2)) + out * (sigma * self.sigma_data / (sigma**2 + sd2) ** 0.5)
+        if self.prediction == "x0":
+            return out
+        x0 = x - out * sigma
+        if self.prediction == "lcm":  # LCM's consistency boundary condition (sigma_data 0.5, timestep x 10)
+            t = self.timestep(sigma).float() * 10.0
+            c_skip = 0.25 / (t**2 + 0.25)
+            c_out = t / (t**2 + 0.25) ** 0.5
+            return c_out * x0 + c_skip * x
+        return x0

@@ -16,10 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from .lora import WeightPatch
+
+
+@dataclass(frozen=True)
+class Multiply:
+    """A weight delta that scales the weight: W + W * (factor - 1) (the attention multiplier nodes)."""
+
+    factor: float
+
+    def delta_of(self, param: torch.Tensor) -> torch.Tensor:
+        return param.detach().float() * (self.factor - 1.0)
 
 
 def patches_for(patches: Sequence[WeightPatch], component: str) -> list[WeightPatch]:
@@ -51,7 +62,10 @@ def patched(module: torch.nn.Module, patches: Sequence[WeightPatch], component: 
                 param = params[name]
                 total: torch.Tensor | None = None
                 for strength, delta in deltas:
-                    part = delta.delta(param.shape, device=param.device) * strength  # type: ignore[attr-defined]
+                    if isinstance(delta, Multiply):
+                        part = delta.delta_of(param) * strength
+                    else:
+                        part = delta.delta(param.shape, device=param.device) * strength  # type: ignore[attr-defined]
                     total = part if total is None else total + part
                 assert total is not None
                 original = param.data
@@ -63,4 +77,4 @@ def patched(module: torch.nn.Module, patches: Sequence[WeightPatch], component: 
             param.data = original
 
 
-__all__ = ["patched", "patches_for"]
+__all__ = ["Multiply", "patched", "patches_for"]

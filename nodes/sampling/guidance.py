@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
+from nodes.models.model_patches import NO_PATCHES, ActivePatches
 from nodes.sampling.conditioning import sdxl_time_ids
 
 from .control import apply_to_uncond
@@ -122,8 +123,10 @@ class Guider:
 
     def __init__(self, model: ModelHandle, positive: Sequence[Any], negative: Sequence[Any] | None, cfg: float,
                  *, x: torch.Tensor, device: torch.device, dtype: torch.dtype,
-                 concat: torch.Tensor | None = None) -> None:
+                 concat: torch.Tensor | None = None, patches: ActivePatches | None = None) -> None:
         self.model = model
+        self.patches = NO_PATCHES if patches is None else patches  # the model's patches while in use
+        self._extra: dict[int, tuple[Any, list[_Entry]]] = {}  # other CONDITIONINGs that patches evaluate
         self.cfg = float(cfg)
         self.device = device
         self.dtype = dtype
@@ -141,10 +144,10 @@ class Guider:
         self.last_uncond: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if math.isclose(self.cfg, 1.0) or not self.negative:
+        if (math.isclose(self.cfg, 1.0) and not self.patches.disable_cfg1_optimization) or not self.negative:
             cond = self._side(self.positive, x, sigma)
             self.last_uncond = cond  # no separate unconditional prediction: guidance is the identity
-            return cond
+            return self.patches.combine(self, x, sigma, cond, None)
         pos, neg = self._active(self.positive, sigma), self._active(self.negative, sigma)
         if len(pos) == 1 and len(neg) == 1 and _plain(pos[0]) and _plain(neg[0]) \
                 and pos[0].cond.shape[1:] == neg[0].cond.shape[1:] and pos[0].additions == neg[0].additions:
@@ -152,7 +155,18 @@ class Guider:
         else:
             cond, uncond = self._side(self.positive, x, sigma), self._side(self.negative, x, sigma)
         self.last_uncond = uncond
-        return uncond + (cond - uncond) * self.cfg
+        return self.patches.combine(self, x, sigma, cond, uncond)
+
+    def predict(self, conditioning: str | Sequence[Any], x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The x0 estimate under "positive", "negative" or another CONDITIONING (for guidance patches)."""
+        if conditioning == "positive" or (conditioning == "negative" and not self.negative):
+            return self._side(self.positive, x, sigma)
+        if conditioning == "negative":
+            return self._side(self.negative, x, sigma)
+        if id(conditioning) not in self._extra:  # the CONDITIONING is kept alongside, so its id stays unique
+            entries = _entries(conditioning, self.model, x, self.device, self.dtype, negative=True)
+            self._extra[id(conditioning)] = (conditioning, entries)
+        return self._side(self._extra[id(conditioning)][1], x, sigma)
 
     @staticmethod
     def _active(entries: list[_Entry], sigma: torch.Tensor) -> list[_Entry]:
@@ -195,8 +209,7 @@ class Guider:
         batch = x.shape[0]
         n = len(entries)
         sig = sigma.reshape(1).to(x.device, torch.float32)
-        c_in = 1.0 / (sig**2 + 1.0) ** 0.5
-        scaled = x * c_in
+        scaled = ms.calculate_input(sig, x)
         model_in = scaled
         if self.concat is not None:
             extra = self.concat if region is None else self.concat[region]
@@ -214,12 +227,12 @@ class Guider:
                             timestep=timestep, context=cond, added_cond_kwargs=kwargs.get("added_cond_kwargs"),
                             batched=n)
             kwargs.update(merge_kwargs(self.prepared[id(a)].unet_kwargs(call) for a in entries[0].additions))
-        out = self.model.unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
+        unet = self.patches.unet_caller(self.model.unet, sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
+                                        original_shape=tuple(model_in.shape), model=self.model)
+        out = unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
         out = out.float()
         xs = x.repeat(n, 1, 1, 1) if n > 1 else x
-        if ms.prediction == "v_prediction":
-            return xs * (1.0 / (sig**2 + 1.0)) + out * (-sig / (sig**2 + 1.0) ** 0.5)
-        return xs - out * sig
+        return ms.calculate_denoised(sig, out, xs)
 
     def _sdxl_added(self, e: _Entry, batch: int) -> dict[str, torch.Tensor]:
         if e.pooled is None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
-from nodes.models.patching import patched
+from nodes.models.model_patches import ActivePatches, applied
 
 from .guidance import Guider
 from .inpaint import inpaint_concat, mask_function
@@ -79,9 +79,9 @@ class GuiderSpec:
     cfg: float = 1.0
 
     def build(self, *, x: torch.Tensor, device: torch.device, dtype: torch.dtype,
-              concat: torch.Tensor | None) -> Guider:
+              concat: torch.Tensor | None, patches: ActivePatches | None = None) -> Guider:
         return Guider(self.model, self.positive, self.negative, self.cfg, x=x, device=device, dtype=dtype,
-                      concat=concat)
+                      concat=concat, patches=patches)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,10 +149,10 @@ def run_sampling(*, noise: NoiseSpec, guider: GuiderSpec, sampler: SamplerChoice
     manager = model.manager
     extra = addition_modules(guider.positive, guider.negative)  # ControlNets etc. join the U-Net on the device
     placement = manager.use(model.unet, *extra) if manager is not None else nullcontext(None)
-    with placement as device, patched(model.unet, model.patches, "unet"):
+    with placement as device, applied(model) as patches:
         if device is None:
             device = next(model.unet.parameters()).device
-        return _run(guider, noise, sampler, latent, sigmas, progress, device)
+        return _run(guider, noise, sampler, latent, sigmas, progress, device, patches)
 
 
 class _MaskedDenoiser:
@@ -178,7 +178,7 @@ class _MaskedDenoiser:
 
 
 def _run(spec: GuiderSpec, noise_spec: NoiseSpec, sampler: SamplerChoice, latent: dict[str, Any],
-         sigmas: torch.Tensor, progress: ProgressFn | None, device: torch.device
+         sigmas: torch.Tensor, progress: ProgressFn | None, device: torch.device, patches: ActivePatches
          ) -> tuple[dict[str, Any], dict[str, Any]]:
     model = spec.model
     dtype = next(model.unet.parameters()).dtype
@@ -200,7 +200,7 @@ def _run(spec: GuiderSpec, noise_spec: NoiseSpec, sampler: SamplerChoice, latent
     concat = None
     if model.in_channels > latent_in.shape[1]:  # an inpainting model: mask + masked-image latent channels
         concat = inpaint_concat(model, spec.positive, latent_in, mask)
-    guider = spec.build(x=latent_in, device=device, dtype=dtype, concat=concat)
+    guider = spec.build(x=latent_in, device=device, dtype=dtype, concat=concat, patches=patches)
     denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = guider
     if mask is not None:
         denoise = _MaskedDenoiser(guider, mask, latent_in, noise, mask_function(model, sigmas))

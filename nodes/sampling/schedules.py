@@ -21,7 +21,9 @@ def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def normal(ms: ModelSampling, steps: int) -> torch.Tensor:
-    t = torch.linspace(len(ms.sigmas) - 1, 0, steps, dtype=torch.float32)
+    start = float(ms.timestep(torch.tensor(ms.sigma_max)))
+    end = float(ms.timestep(torch.tensor(ms.sigma_min)))
+    t = torch.linspace(start, end, steps, dtype=torch.float32)
     return _with_zero(ms.sigma(t))
 
 
