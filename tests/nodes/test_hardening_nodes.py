@@ -17,6 +17,7 @@ from graph.node import InterruptToken
 from graph.paths import UnsafePathError
 from nodes.models.manager import ModelManager
 from nodes.sd import image as I
+from nodes.sd import image_transform as T
 from nodes.sd import latent as L
 from nodes.sd.text_encode import ROWS_PER_PASS, encode_clip
 from server.files import PathError, split_relative
@@ -27,7 +28,7 @@ from .test_latent_nodes import Engine
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    return Engine(tmp_path, I, L, nodes.primitives)
+    return Engine(tmp_path, I, T, L, nodes.primitives)
 
 
 def test_an_invalid_image_name_is_echoed_once_and_bounded(engine: Engine):
