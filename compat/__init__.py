@@ -14,10 +14,11 @@ PromptServer` to `compat.server`, and so on; every other import, and every impor
 code, goes to the real import system untouched. Nothing is added to `sys.modules` under the bare
 names, so `import server` in our code (or in a test) is always our server package.
 
-Known limits: `importlib.import_module("folder_paths")` from a pack does not go through
-`__import__` and is not aliased; a third-party library imported by a pack that itself imports
+`importlib.import_module("folder_paths")` does not go through `__import__`, so `install()` also wraps
+`importlib.import_module` with the same rule (the caller's module must be a pack's). Known limits: a
+third-party library imported by a pack that itself imports
 `folder_paths` is not a pack module and gets the real import system. ComfyUI internals this layer does
-not provide (`comfy.sd`, `comfy.samplers`, `comfy_extras`, `latent_preview`, ...) fail with a
+not provide (`comfy.sd`, `comfy.ldm`, `comfy_extras`, ...) fail with a
 ModuleNotFoundError that says so, and the pack is reported as failed with that reason.
 
 The engine never imports this package; plugins.manager installs it before loading packs.
@@ -32,10 +33,10 @@ from typing import Any
 from . import _runtime
 
 ALIASES = {"folder_paths": "compat.folder_paths", "comfy": "compat.comfy", "server": "compat.server",
-           "nodes": "compat.nodes"}
+           "nodes": "compat.nodes", "comfy_api": "compat.comfy_api", "node_helpers": "compat.node_helpers",
+           "latent_preview": "compat.latent_preview"}
 # Parts of ComfyUI itself that packs sometimes import and that this layer does not provide.
-COMFY_INTERNALS = frozenset({"comfy_extras", "comfy_execution", "comfy_api", "comfy_api_nodes", "latent_preview",
-                             "node_helpers", "comfyui_version", "comfy_config"})
+COMFY_INTERNALS = frozenset({"comfy_extras", "comfy_execution", "comfy_api_nodes", "comfyui_version", "comfy_config"})
 
 _pack_roots: set[str] = set()
 _real_import: Any = None
@@ -50,10 +51,14 @@ def is_pack_module(module_name: Any) -> bool:
     return isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots
 
 
+PROVIDED = ("folder_paths, comfy.utils, comfy.model_management, comfy.samplers, comfy.sample, server.PromptServer, "
+            "nodes, node_helpers, latent_preview and comfy_api (V3)")
+
+
 def _not_provided(name: str) -> ModuleNotFoundError:
     exc = ModuleNotFoundError(
         f"No module named '{name}': it is part of ComfyUI, and Sumie's compatibility layer provides only "
-        "folder_paths, comfy.utils, comfy.model_management, server.PromptServer and nodes", name=name)
+        f"{PROVIDED}", name=name)
     exc.sumie_compat = True  # type: ignore[attr-defined]
     return exc
 
@@ -93,8 +98,24 @@ def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = 
     return _real_import(name, globals, locals, fromlist, level)
 
 
+def _import_module(name: str, package: str | None = None) -> Any:
+    """`importlib.import_module` as packs call it: ComfyUI names resolve to the shim for pack callers."""
+    if not name.startswith(".") and name.partition(".")[0] in ALIASES:
+        import sys
+
+        caller = sys._getframe(1).f_globals.get("__name__")
+        if is_pack_module(caller):
+            _aliased(name, None)
+            top, _, rest = name.partition(".")
+            return importlib.import_module(ALIASES[top] + ("." + rest if rest else ""))
+    return _real_import_module(name, package)
+
+
+_real_import_module = importlib.import_module
+
+
 def install(manager: Any = None) -> None:
-    """Bind the shim to a plugin manager (folders, server hooks) and wrap `__import__` (once)."""
+    """Bind the shim to a plugin manager (folders, server hooks); wrap `__import__` and `import_module` (once)."""
     global _real_import
     if manager is not None:
         _runtime.bind(manager)
@@ -107,12 +128,16 @@ def install(manager: Any = None) -> None:
     if builtins.__import__ is not _import:
         _real_import = builtins.__import__
         builtins.__import__ = _import
+    if importlib.import_module is not _import_module:
+        importlib.import_module = _import_module
 
 
 def uninstall() -> None:
     """Restore the plain import system (tests)."""
     if builtins.__import__ is _import and _real_import is not None:
         builtins.__import__ = _real_import
+    if importlib.import_module is _import_module:
+        importlib.import_module = _real_import_module
 
 
 __all__ = ["ALIASES", "install", "is_pack_module", "register_pack_module", "uninstall"]

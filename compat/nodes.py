@@ -91,7 +91,7 @@ class _Mappings(MutableMapping):
             raise KeyError(name)
         if self.display:
             return node_def.schema.display_name or name
-        v1 = getattr(node_def.cls, "V1_CLASS", None)
+        v1 = getattr(node_def.cls, "V1_CLASS", None) or getattr(node_def.cls, "V3_CLASS", None)
         return v1 if v1 is not None else _facade(name, node_def)
 
     def __setitem__(self, name: str, value: Any) -> None:
