@@ -1,0 +1,157 @@
+"""The ComfyUI surface popular packs use, through test packs written in those packs' patterns
+(tests/support/packs/*_style) and run unchanged on the real engine with a tiny SD1 checkpoint."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from graph import InterruptToken, Progress
+from plugins.manager import PluginManager
+from tests.support.sd_engine import SdEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKS = ROOT / "tests" / "support" / "packs"
+STYLES = ["essentials_style", "impact_style", "kj_style", "rgthree_style", "was_style"]
+
+
+@pytest.fixture
+def engine(tmp_path, tiny_file) -> SdEngine:
+    engine = SdEngine(tmp_path)
+    engine.add("checkpoints", tiny_file("sd1"), "tiny.safetensors")
+    engine.plugins = PluginManager(engine.registry, [PACKS], allow=STYLES, folders=engine.folders)
+    engine.plugins.load_all()
+    return engine
+
+
+LOADER = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+          "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}}
+
+
+def keep(prompt: dict, *sources: tuple[str, int]) -> dict:
+    return {**prompt, **{f"keep{i}": {"class_type": "Keep", "inputs": {"value": list(s)}}
+                         for i, s in enumerate(sources)}}
+
+
+def test_every_style_pack_loads(engine):
+    for name in STYLES:
+        report = engine.plugins.reports[name]
+        assert report.status == "loaded" and report.node_errors == {}, (name, report.error, report.traceback)
+    assert engine.plugins.reports["kj_style"].protocol == "comfy_v1+comfy_v3"
+    paths = {getattr(route, "path", None) for table in engine.plugins.route_tables for route in table}
+    assert "/rgthree_style/loras" in paths  # registered with @PromptServer.instance.routes.get
+
+
+def test_core_nodes_called_from_packs_sample_exactly_like_ksampler(engine):
+    """KSampler in the graph, nodes.common_ksampler, nodes.KSampler().sample and comfy.sample.sample with
+    comfy.sample.prepare_noise all give the same latent for the same seed."""
+    prompt = {**LOADER,
+              "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a cat"}},
+              "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": ""}},
+              "ks": {"class_type": "KSampler", "inputs": {
+                  "model": ["ckpt", 0], "seed": 5, "steps": 2, "cfg": 2.0, "sampler_name": "euler",
+                  "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],
+                  "denoise": 1.0}},
+              "es": {"class_type": "ES_QuickSample", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1],
+                                                                "latent": ["empty", 0], "seed": 5, "text": "a cat"}},
+              "is": {"class_type": "IS_DetailSampler", "inputs": {
+                  "model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2], "latent": ["empty", 0], "seed": 5,
+                  "sampler_name": "euler", "scheduler": "normal"}},
+              "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}}}
+    events = []
+    outcome = engine.run(keep(prompt, ("ks", 0), ("es", 0), ("is", 0), ("is", 1), ("is", 2), ("dec", 0),
+                              ("is", 3)), listeners=[events.append])
+    assert outcome.status == "success", outcome.failure
+    ks, es, via_node, own, image, decoded, info = engine.kept
+    assert torch.equal(es["samples"], ks["samples"])
+    assert torch.equal(via_node["samples"], ks["samples"])
+    assert torch.allclose(own["samples"], ks["samples"], atol=1e-6)
+    assert torch.equal(image, decoded)
+    assert info == "False:sample:decode:True"  # comfy_extras is not provided; the pack guarded its import
+    assert any(isinstance(e, Progress) and e.node_id == "is" for e in events)
+
+
+def test_utility_surface_resizing_conditioning_and_sampler_lists(engine):
+    object_info = engine.registry.object_info("ES_SamplerSelectHelper")["ES_SamplerSelectHelper"]
+    from nodes.sd.sampler_nodes import SAMPLER_NAMES, SCHEDULER_NAMES
+
+    assert object_info["input"]["required"]["sampler_name"][0] == SAMPLER_NAMES
+    assert object_info["input"]["required"]["scheduler"] == [SCHEDULER_NAMES, {"default": "karras"}]
+    methods = engine.registry.object_info("RG_SizedLatent")["RG_SizedLatent"]["input"]["required"]["method"][0]
+    assert methods == engine.registry.object_info("ImageScale")["ImageScale"]["input"]["required"]["upscale_method"][0]
+    prompt = {**LOADER,
+              "img": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 2, "batch_size": 1,
+                                                             "color": 0xFF0000}},
+              "rs": {"class_type": "ES_ImageResize", "inputs": {"image": ["img", 0], "width": 8, "height": 6}},
+              "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a cat"}},
+              "st": {"class_type": "ES_ConditioningStrength", "inputs": {"conditioning": ["pos", 0], "strength": 0.5}},
+              "sel": {"class_type": "ES_SamplerSelectHelper", "inputs": {"sampler_name": "euler",
+                                                                         "scheduler": "karras"}},
+              "rg": {"class_type": "RG_SizedLatent", "inputs": {"width": 32, "height": 48, "method": "bilinear",
+                                                                "scheduler": "simple"}},
+              "kj": {"class_type": "KJ_ImageInfo", "inputs": {"image": ["rs", 0]}},
+              "was": {"class_type": "WAS_CheckpointKeys", "inputs": {"ckpt_name": "tiny.safetensors"}}}
+    outcome = engine.run(keep(prompt, ("rs", 0), ("rs", 1), ("st", 0), ("pos", 0), ("sel", 0), ("sel", 1),
+                              ("rg", 0), ("rg", 1), ("kj", 0), ("kj", 1), ("was", 0), ("was", 1)))
+    assert outcome.status == "success", outcome.failure
+    (resized, device, strong, plain, sampler, names, latent, how, width, height, n_keys, device_name) = engine.kept
+    assert resized.shape == (1, 6, 8, 3) and torch.allclose(resized[..., 0], torch.ones(1, 6, 8))
+    assert device == "cpu:1" and (width, height) == (8, 6)
+    assert [opts for _, opts in strong] == [{**opts, "strength": 0.5} for _, opts in plain]
+    assert all(a is b for (a, _), (b, _) in zip(strong, plain, strict=True))  # the tensors are shared, not copied
+    assert sampler.name == "euler" and names == "euler/karras"
+    assert latent["samples"].shape == (1, 4, 6, 4) and how == "bilinear/simple"
+    from safetensors import safe_open
+
+    with safe_open(str(engine.path("checkpoints", "tiny.safetensors")), framework="pt") as f:
+        assert n_keys == len(list(f.keys()))
+    assert device_name == "cpu:16384"
+
+
+def test_v3_pack_progress_messages_and_interrupt(engine):
+    sent = []
+
+    class Hooks:
+        def send(self, event, data, sid=None):
+            sent.append((event, data))
+
+        def client_id(self):
+            return None
+
+        def prompt_id(self):
+            return "test"
+
+    engine.plugins.server = Hooks()
+    events = []
+    outcome = engine.run(keep({"c": {"class_type": "KJ_CountSteps", "inputs": {"steps": 3}}}, ("c", 0)),
+                         listeners=[events.append])
+    assert outcome.status == "success", outcome.failure
+    assert [e.value for e in events if isinstance(e, Progress) and e.node_id == "c"] == [1, 2, 3]
+    assert ("kj_style.done", {"node": "c", "steps": 3}) in sent
+    assert engine.kept == ["cpu:torch.float32"]
+    stop = InterruptToken()
+    stop.set("interrupted")
+    stopped = engine.run({"c": {"class_type": "KJ_CountSteps", "inputs": {"steps": 4}}}, interrupt=stop)
+    assert stopped.status == "interrupted" and len(sent) == 1  # stopped before it could send again
+
+
+def test_internals_we_do_not_have_fail_the_pack_with_the_missing_name(tmp_path):
+    from graph import NodeRegistry
+
+    plugins = tmp_path / "custom_nodes"
+    for name, body in {"needs_sd": "import comfy.sd\nNODE_CLASS_MAPPINGS = {}\n",
+                       "needs_attr": "from comfy.model_management import get_mmap_mem_threshold_gb\n"
+                                     "NODE_CLASS_MAPPINGS = {}\n",
+                       "needs_extras": "from comfy_extras.nodes_mask import composite\nNODE_CLASS_MAPPINGS = {}\n",
+                       }.items():
+        (plugins / name).mkdir(parents=True)
+        (plugins / name / "__init__.py").write_text(textwrap.dedent(body))
+    manager = PluginManager(NodeRegistry(), [plugins])
+    manager.load_all()
+    assert "No module named 'comfy.sd'" in manager.reports["needs_sd"].error
+    assert "get_mmap_mem_threshold_gb" in manager.reports["needs_attr"].error
+    assert "No module named 'comfy_extras.nodes_mask'" in manager.reports["needs_extras"].error
+    assert all(manager.reports[n].status == "failed" for n in ("needs_sd", "needs_attr", "needs_extras"))
