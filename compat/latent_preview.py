@@ -18,7 +18,17 @@ def set_preview_method(override: Any) -> None:
     _method["value"] = getattr(override, "value", override)
 
 
-class Latent2RGBPreviewer:
+class LatentPreviewer:
+    """Base class packs subclass for their own previewers: `decode_latent_to_preview(x0)` makes a PIL image."""
+
+    def decode_latent_to_preview(self, x0: Any) -> Any:
+        raise NotImplementedError
+
+    def decode_latent_to_preview_image(self, preview_format: str, x0: Any) -> tuple[str, Any, int]:
+        return preview_format, self.decode_latent_to_preview(x0), MAX_PREVIEW_RESOLUTION
+
+
+class Latent2RGBPreviewer(LatentPreviewer):
     """Turns an x0 latent ([B, C, h, w], sampling space) into a small PIL image."""
 
     def __init__(self, latent_format: Any) -> None:
@@ -32,9 +42,6 @@ class Latent2RGBPreviewer:
         image = Image.fromarray((rgb.numpy() * 255).clip(0, 255).astype(np.uint8))
         image.thumbnail((MAX_PREVIEW_RESOLUTION, MAX_PREVIEW_RESOLUTION))
         return image
-
-    def decode_latent_to_preview_image(self, preview_format: str, x0: Any) -> tuple[str, Any, int]:
-        return preview_format, self.decode_latent_to_preview(x0), MAX_PREVIEW_RESOLUTION
 
 
 def get_previewer(device: Any, latent_format: Any) -> Latent2RGBPreviewer | None:
@@ -61,4 +68,5 @@ def prepare_callback(model: Any, steps: int, x0_output_dict: dict[str, Any] | No
     return callback
 
 
-__all__ = ["MAX_PREVIEW_RESOLUTION", "Latent2RGBPreviewer", "get_previewer", "prepare_callback", "set_preview_method"]
+__all__ = ["MAX_PREVIEW_RESOLUTION", "Latent2RGBPreviewer", "LatentPreviewer", "get_previewer", "prepare_callback",
+           "set_preview_method"]

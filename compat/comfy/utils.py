@@ -116,6 +116,23 @@ def save_torch_file(sd: dict[str, Any], ckpt: str, metadata: dict[str, str] | No
     save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt), metadata=metadata)
 
 
+def get_attr(obj: Any, attr: str) -> Any:
+    """`obj.a.b.c` for attr "a.b.c" (module weights by their state-dict names)."""
+    for name in attr.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def set_attr(obj: Any, attr: str, value: Any) -> Any:
+    """Set `obj.a.b.c = value` for attr "a.b.c"; returns the value it replaced."""
+    *path, last = attr.split(".")
+    for name in path:
+        obj = getattr(obj, name)
+    previous = getattr(obj, last)
+    setattr(obj, last, value)
+    return previous
+
+
 def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'comfy.utils' has no attribute {name!r}: Sumie's compatibility layer does not "
                          "provide it")
