@@ -262,3 +262,24 @@ def test_a_failing_entrypoint_fails_the_pack_with_its_reason(tmp_path):
 def test_adapt_v3_refuses_classes_that_are_not_v3_nodes():
     with pytest.raises(V3Error, match="not a V3 node class"):
         adapt_v3(type("Plain", (), {}))
+
+
+def test_the_example_pack_serves_its_v3_nodes_next_to_its_own():
+    registry = NodeRegistry()
+    registry.register_module(testpack)
+    manager = PluginManager(registry, [ROOT / "custom_nodes"], allow=["example_pack"])
+    manager.load_all()
+    report = manager.reports["example_pack"]
+    assert report.status == "loaded" and report.protocol == "sumie+comfy_v3", report.error
+    assert {"ExampleWordCount", "ExampleJoinTexts", "ExampleRepeatText"} <= set(report.nodes)
+    ex = Executor(registry, cache=RecentRunsCache(1))
+    prompt = {"w": {"class_type": "ExampleWordCount", "inputs": {"text": "a big red fox", "min_length": 3}},
+              "r": {"class_type": "ExampleRepeatText", "inputs": {"text": "x", "times": 2, "separator": ""}},
+              "j": {"class_type": "ExampleJoinTexts", "inputs": {"texts.text0": ["r", 0], "texts.text1": ["w", 1],
+                                                                 "separator": " | "}}}
+    outcome = run_prompt(ex, show(prompt, "w", "j"))
+    assert shown(outcome, "w") == "3" and outcome.outputs["w"] == {"text": ["3 word(s) of 3+ letters"]}
+    assert shown(outcome, "j") == repr("xx | 3 word(s) of 3+ letters")
+    bad = ex.validate(parse_api_workflow(show({**prompt, "j": {**prompt["j"], "inputs": {
+        **prompt["j"]["inputs"], "separator": "a\nb"}}}, "j")))
+    assert bad.node_errors["j"].errors[0].message.endswith("the separator must be on one line")
