@@ -14,7 +14,9 @@ keys, list mapping, laziness, expansion and errors are the engine's own, exactly
   hook (inputs it takes by name skip the built-in range/choice check, as in ComfyUI), and
   `check_lazy_status` decides which lazy inputs are evaluated;
 - hidden inputs (`io.Hidden.prompt`, `unique_id`, `extra_pnginfo`, `dynprompt`) reach the node as
-  `cls.hidden`, on a per-call subclass so concurrent runs do not share them.
+  `cls.hidden`, on a per-call subclass so concurrent runs do not share them;
+- `not_idempotent=True` keys the node's cache entry by its node id (two such nodes never share a result);
+  `NodeOutput(block_execution=...)` fails the node with its message (the engine has no ExecutionBlocker).
 
 The adapter reads declarations by duck typing (`get_io_type()`, `as_dict()`), so it needs only the
 classes compat/comfy_api provides to packs. Torch-free.
@@ -233,6 +235,8 @@ def adapt_v3(node_cls: type, *, node_id: str | None = None, pack: str = "", vers
         name = getattr(h, "name", str(kind).lower())
         if kind in HIDDEN_KINDS:
             hidden.append(HiddenInput(name=name, kind=kind))
+    if getattr(v3, "not_idempotent", False) and not any(h.kind == "UNIQUE_ID" for h in hidden):
+        hidden.append(HiddenInput(name="unique_id", kind="UNIQUE_ID"))  # the engine then caches per node id
     outputs = [OutputSpec(type=o.get_io_type(), name=o.display_name, is_list=bool(o.is_output_list),
                           tooltip=o.tooltip if isinstance(o.tooltip, str) else None) for o in v3.outputs]
     schema = NodeSchema(

@@ -50,7 +50,7 @@ def test_the_pack_loads_through_comfy_entrypoint_and_node_class_mappings(loaded)
     assert report.protocol == "comfy_v1+comfy_v3" and report.node_errors == {}
     assert set(report.nodes) == {"V3MappedPipeline", "V3Numbers", "V3Describe", "V3Spec", "V3Strict", "V3Whoami",
                                  "V3Growing", "V3Mode", "V3PassSame", "V3TextList", "V3LazyPick", "V3ExpandSum",
-                                 "V3SlowAsync", "V3Seen"}
+                                 "V3SlowAsync", "V3Seen", "V3Fresh"}
     assert sys.modules["v3_testpack"].LOADED == ["on_load"]
     # importlib.import_module("folder_paths") inside a pack reaches the shim, as `import folder_paths` does
     assert sys.modules["v3_testpack.values"].folder_paths is sys.modules["compat.folder_paths"]
@@ -194,6 +194,14 @@ def test_fingerprint_inputs_joins_the_cache_key(ex):
     assert run("b", 0) == "2" and calls["Seen"] == 2  # the fingerprint changed
 
 
+def test_not_idempotent_nodes_do_not_share_results(ex):
+    calls = sys.modules["v3_testpack.flow"].CALLS
+    calls.clear()
+    outcome = run_prompt(ex, show({"f1": {"class_type": "V3Fresh", "inputs": {"x": 10}},
+                                   "f2": {"class_type": "V3Fresh", "inputs": {"x": 10}}}, "f1", "f2"))
+    assert calls["Fresh"] == 2 and {shown(outcome, "f1"), shown(outcome, "f2")} == {"11", "12"}
+
+
 def _pack(tmp_path: Path, body: str) -> PluginManager:
     folder = tmp_path / "custom_nodes" / "badv3"
     folder.mkdir(parents=True)
@@ -283,3 +291,20 @@ def test_the_example_pack_serves_its_v3_nodes_next_to_its_own():
     bad = ex.validate(parse_api_workflow(show({**prompt, "j": {**prompt["j"], "inputs": {
         **prompt["j"]["inputs"], "separator": "a\nb"}}}, "j")))
     assert bad.node_errors["j"].errors[0].message.endswith("the separator must be on one line")
+
+
+def test_ui_preview_image_writes_a_png_with_the_prompt(loaded, tmp_path):
+    from PIL import Image
+
+    from graph import Folders
+
+    folders = Folders.under(tmp_path)
+    ex = Executor(loaded[0], cache=RecentRunsCache(1), folders=folders)
+    outcome = run_prompt(ex, {"p": {"class_type": "V3MappedPipeline", "inputs": {"gray": 0.25}}})
+    assert outcome.status == "success", outcome.failure
+    (ref,) = outcome.outputs["p"]["images"]
+    assert ref["type"] == "temp" and ref["filename"].startswith("ComfyUI_temp_") and outcome.outputs["p"][
+        "animated"] == [False]
+    with Image.open(folders.temp / ref["subfolder"] / ref["filename"]) as png:
+        assert png.size == (4, 4) and png.getpixel((0, 0)) == (63, 63, 63)  # 0.25 * 255 = 63.75, truncated
+        assert '"class_type": "V3MappedPipeline"' in png.text["prompt"]

@@ -4,7 +4,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from .flow import ExpandSum, LazyPick, Pipeline, Seen, SlowAsync
+from .flow import ExpandSum, Fresh, LazyPick, Pipeline, Seen, SlowAsync
 from .values import Describe, Growing, Mode, Numbers, PassSame, Spec, Strict, TextList, Whoami
 
 LOADED: list[str] = []
@@ -16,7 +16,7 @@ class TestExtension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [Numbers, Describe, Spec, Strict, Whoami, Growing, Mode, PassSame, TextList, LazyPick, ExpandSum,
-                SlowAsync, Seen]
+                SlowAsync, Seen, Fresh]
 
 
 async def comfy_entrypoint() -> TestExtension:

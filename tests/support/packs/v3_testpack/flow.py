@@ -54,6 +54,20 @@ class SlowAsync(io.ComfyNode):
         return io.NodeOutput(text[::-1])
 
 
+class Fresh(io.ComfyNode):
+    """not_idempotent: two such nodes with the same inputs each run (results are cached per node id)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="V3Fresh", category="tests/v3", not_idempotent=True,
+                         inputs=[io.Int.Input("x", default=0)], outputs=[io.Int.Output()])
+
+    @classmethod
+    def execute(cls, x) -> io.NodeOutput:
+        CALLS["Fresh"] += 1
+        return io.NodeOutput(x + CALLS["Fresh"])
+
+
 class Seen(io.ComfyNode):
     """fingerprint_inputs joins the cache key: the same fingerprint reuses the last result."""
 
