@@ -155,3 +155,37 @@ def test_internals_we_do_not_have_fail_the_pack_with_the_missing_name(tmp_path):
     assert "get_mmap_mem_threshold_gb" in manager.reports["needs_attr"].error
     assert "No module named 'comfy_extras.nodes_mask'" in manager.reports["needs_extras"].error
     assert all(manager.reports[n].status == "failed" for n in ("needs_sd", "needs_attr", "needs_extras"))
+
+
+def test_a_node_reaching_for_a_missing_attribute_is_reported_and_its_pack_loads(tmp_path):
+    from graph import NodeRegistry
+
+    pack = tmp_path / "custom_nodes" / "half"
+    pack.mkdir(parents=True)
+    (pack / "__init__.py").write_text(textwrap.dedent('''
+        import comfy.utils
+        import nodes
+
+        class Fine:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"size": ("INT", {"max": nodes.MAX_RESOLUTION})}}
+            RETURN_TYPES = ("INT",)
+            FUNCTION = "go"
+            def go(self, size):
+                return (size,)
+
+        class Reaches:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"mode": (comfy.utils.SOME_INTERNAL_LIST,)}}
+            RETURN_TYPES = ("INT",)
+            FUNCTION = "go"
+
+        NODE_CLASS_MAPPINGS = {"HalfFine": Fine, "HalfReaches": Reaches}
+    '''))
+    manager = PluginManager(NodeRegistry(), [pack.parent])
+    manager.load_all()
+    report = manager.reports["half"]
+    assert report.status == "loaded" and report.nodes == ["HalfFine"]
+    assert "module 'comfy.utils' has no attribute 'SOME_INTERNAL_LIST'" in report.node_errors["HalfReaches"]

@@ -89,6 +89,7 @@ def test_custom_and_multi_types_link_and_run_with_ui(ex):
     assert outcome.outputs["d2"] == {"text": ["[('scale', 1.5), ('seed', 7)]*4"]}  # INT accepted by MultiType
     info = ex.registry.object_info("V3Describe")["V3Describe"]["input"]["required"]
     assert info["data"] == ["MY_DATA"] and info["amount"][0] == "FLOAT,INT" and info["amount"][1]["max"] == 5.0
+    assert info["amount"][1]["widgetType"] == "FLOAT"
     wrong = ex.validate(parse_api_workflow({"t": {"class_type": "Text", "inputs": {"text": "x"}},
                                             "d": {"class_type": "V3Describe",
                                                   "inputs": {"data": ["t", 0], "amount": 1.0}}}))

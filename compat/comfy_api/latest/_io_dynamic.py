@@ -29,6 +29,8 @@ class MultiType(ComfyTypeI):
             self.input_override: Input | None = None
             if isinstance(id, Input):
                 self.input_override = copy.copy(id)
+                if isinstance(self.input_override, WidgetInput):  # the editor draws this widget for the socket
+                    self.input_override.widget_type = self.input_override.get_io_type()
                 optional = optional or bool(id.optional)
                 tooltip = id.tooltip if id.tooltip is not None else tooltip
                 display_name = id.display_name if id.display_name is not None else display_name
