@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from plugins.imports_check import ImportCheck, bind_builtin_nodes, check_imports
+from plugins.imports_check import ImportCheck, builtin_nodes_bound, check_imports
 from plugins.packs import PackSource, discover
 from plugins.requirements import check_requirements
 
@@ -63,8 +63,8 @@ def command_plugins(args: argparse.Namespace, *, default_dirs: Sequence[Path]) -
         if not sources:
             print(f"error: no plugin pack named {args.pack!r} in {', '.join(map(str, dirs))}", file=sys.stderr)
             return EXIT_ERROR
-    bind_builtin_nodes()
-    report = {s.name: (check_requirements(s.path), check_imports(s)) for s in sources}
+    with builtin_nodes_bound():
+        report = {s.name: (check_requirements(s.path), check_imports(s)) for s in sources}
     flagged = any(c.flagged for reqs, _ in report.values() for c in reqs)
     blocked = any(_blocking(imports) for _, imports in report.values())
     code = EXIT_ERROR if flagged or blocked else EXIT_OK

@@ -14,9 +14,11 @@ An import inside `try: ... except ImportError` is "guarded": the pack handles it
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,13 +197,12 @@ def check_imports(source: PackSource) -> list[ImportCheck]:
     return checks
 
 
-def bind_builtin_nodes() -> None:
-    """Let `nodes.X` resolve while checking: the compatibility layer reads the built-in node registry."""
-    compat = importlib.import_module("compat")
-    if compat._runtime.manager is not None:
-        return
+@contextlib.contextmanager
+def builtin_nodes_bound() -> Iterator[None]:
+    """While checking, `nodes.X` resolves against the built-in nodes (the layer reads a node registry)."""
     import main
 
+    runtime = importlib.import_module("compat._runtime")
     registry = main.build_registry()
 
     class _Bound:
@@ -209,7 +210,12 @@ def bind_builtin_nodes() -> None:
         server = None
 
     _Bound.registry = registry  # type: ignore[attr-defined]
-    compat._runtime.bind(_Bound)
+    previous = runtime.manager
+    runtime.bind(_Bound)
+    try:
+        yield
+    finally:
+        runtime.bind(previous)
 
 
-__all__ = ["ImportCheck", "bind_builtin_nodes", "check_imports"]
+__all__ = ["ImportCheck", "builtin_nodes_bound", "check_imports"]

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from plugins.imports_check import bind_builtin_nodes, check_imports
+from plugins.imports_check import builtin_nodes_bound, check_imports
 from plugins.packs import discover
 
 PACK = '''
@@ -43,9 +43,9 @@ def make(tmp_path: Path) -> Path:
 
 def test_imports_are_sorted_into_provided_missing_and_packages(tmp_path):
     make(tmp_path)
-    bind_builtin_nodes()
     (source,) = discover([tmp_path / "packs"])
-    checks = {c.module: c for c in check_imports(source)}
+    with builtin_nodes_bound():
+        checks = {c.module: c for c in check_imports(source)}
     assert "os" not in checks and "helpers" not in checks  # the standard library and the pack's own modules
     assert checks["folder_paths"].status == "provided" and checks["node_helpers"].status == "provided"
     assert checks["comfy.utils"].status == "missing"

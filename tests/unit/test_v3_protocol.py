@@ -155,7 +155,7 @@ def test_match_type_input_list_and_output_list(ex):
     prompt = {"s": {"class_type": "V3Spec", "inputs": {}},
               "l": {"class_type": "V3TextList", "inputs": {"items": ["s", 0]}},
               "p": {"class_type": "V3PassSame", "inputs": {"value": ["l", 0]}}}
-    assert shown(run_prompt(ex, show(prompt, "p")), "p") == repr("0+0")
+    assert shown(run_prompt(ex, show(prompt, "p")), "p") == repr("0+2")
     fl = ex.validate(parse_api_workflow({"f": {"class_type": "FloatConst", "inputs": {"value": 1.0}},
                                          "p": {"class_type": "V3PassSame", "inputs": {"value": ["f", 0]}},
                                          "o": {"class_type": "Show", "inputs": {"value": ["p", 0]}}}))

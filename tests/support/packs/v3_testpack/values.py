@@ -7,6 +7,7 @@ from comfy_api.v0_0_2 import io as io_v2
 
 MY_DATA = io.Custom("MY_DATA")
 folder_paths = importlib.import_module("folder_paths")  # packs do this too; it must reach the shim
+CHECKPOINTS = folder_paths.get_filename_list("checkpoints")
 
 
 class Numbers(io.ComfyNode):
@@ -71,7 +72,7 @@ class Spec(io_v2.ComfyNode):
 
     @classmethod
     def execute(cls, **given) -> io_v2.NodeOutput:
-        return io_v2.NodeOutput([len(given), len(folder_paths.get_filename_list("checkpoints"))])
+        return io_v2.NodeOutput([len(given), len(given) + 2])
 
 
 class Strict(io.ComfyNode):
