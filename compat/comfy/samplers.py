@@ -1,8 +1,9 @@
 """`comfy.samplers` for ComfyUI packs: the sampler and scheduler names, SAMPLER values and KSampler.
 
 The lists are the engine's own (nodes.sampling), so a pack's `(comfy.samplers.KSampler.SAMPLERS,)` combo
-offers exactly what KSampler accepts. `KSampler(model, steps, ...).sample(noise, ...)` and
-`sampler_object(name)` run through the engine's sampling (comfy.sample documents the limits).
+offers exactly what KSampler accepts. `KSampler(model, steps, ...).sample(noise, ...)`,
+`sampler_object(name)` and `KSAMPLER(fn)` (a pack's own sampling function) run through the engine's
+sampling (comfy.sample documents the limits).
 """
 
 from __future__ import annotations
@@ -39,6 +40,36 @@ def calculate_sigmas(model_sampling: Any, scheduler_name: str, steps: int) -> An
     return schedule(sampling, scheduler_name, int(steps))
 
 
+class KSAMPLER(SamplerChoice):
+    """A SAMPLER running a pack's own k-diffusion-style function: `fn(model, x, sigmas, extra_args=None,
+    callback=None, disable=None, **options)`, where `model(x, sigma)` returns the denoised latent and
+    `callback({"i", "x", "denoised", "sigma", "sigma_hat"})` reports a step (progress and interrupts)."""
+
+    def __init__(self, sampler_function: Any, extra_options: dict[str, Any] | None = None,
+                 inpaint_options: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "name", getattr(sampler_function, "__name__", "custom"))
+        object.__setattr__(self, "options", dict(extra_options or {}))
+        object.__setattr__(self, "sampler_function", sampler_function)
+
+    @property
+    def brownian(self) -> bool:
+        return False
+
+    def function(self) -> Any:
+        fn = self.sampler_function
+
+        def run(denoise: Any, x: Any, sigmas: Any, stepper: Any, **options: Any) -> Any:
+            def model(x_in: Any, sigma: Any, **_: Any) -> Any:
+                return denoise(x_in, sigma.reshape(-1)[0] if getattr(sigma, "dim", lambda: 0)() else sigma)
+
+            def callback(info: dict[str, Any]) -> None:
+                stepper.step(int(info["i"]), info["x"], info["denoised"])
+
+            return fn(model, x, sigmas, extra_args={}, callback=callback, disable=True, **options)
+
+        return run
+
+
 class KSampler:
     """ComfyUI's sampler object: the names as class lists, and `sample()` over the engine's sampling."""
 
@@ -67,5 +98,5 @@ class KSampler:
                       sigmas=self.sigmas if sigmas is None else sigmas, callback=callback, seed=seed)
 
 
-__all__ = ["KSAMPLER_NAMES", "SAMPLER_NAMES", "SCHEDULER_NAMES", "KSampler", "calculate_sigmas", "ksampler",
+__all__ = ["KSAMPLER", "KSAMPLER_NAMES", "SAMPLER_NAMES", "SCHEDULER_NAMES", "KSampler", "calculate_sigmas", "ksampler",
            "sampler_object"]

@@ -74,6 +74,28 @@ def test_core_nodes_called_from_packs_sample_exactly_like_ksampler(engine):
     assert any(isinstance(e, Progress) and e.node_id == "is" for e in events)
 
 
+def test_a_packs_own_sampler_function_runs_in_sampler_custom(engine):
+    """comfy.samplers.KSAMPLER(fn): a k-diffusion-style euler written by the pack gives the built-in euler's
+    latent, with a progress event per step."""
+    common = {"model": ["ckpt", 0], "add_noise": True, "noise_seed": 3, "cfg": 2.0, "positive": ["pos", 0],
+              "negative": ["neg", 0], "sigmas": ["sig", 0], "latent_image": ["empty", 0]}
+    prompt = {**LOADER,
+              "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a cat"}},
+              "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": ""}},
+              "sig": {"class_type": "BasicScheduler", "inputs": {"model": ["ckpt", 0], "scheduler": "normal",
+                                                                 "steps": 3, "denoise": 1.0}},
+              "euler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+              "own": {"class_type": "KJ_OwnSampler", "inputs": {}},
+              "a": {"class_type": "SamplerCustom", "inputs": {**common, "sampler": ["euler", 0]}},
+              "b": {"class_type": "SamplerCustom", "inputs": {**common, "sampler": ["own", 0]}}}
+    events = []
+    outcome = engine.run(keep(prompt, ("a", 0), ("b", 0)), listeners=[events.append])
+    assert outcome.status == "success", outcome.failure
+    builtin, own = engine.kept
+    assert torch.allclose(own["samples"], builtin["samples"], atol=1e-6)
+    assert [e.value for e in events if isinstance(e, Progress) and e.node_id == "b"] == [1, 2, 3]
+
+
 def test_utility_surface_resizing_conditioning_and_sampler_lists(engine):
     object_info = engine.registry.object_info("ES_SamplerSelectHelper")["ES_SamplerSelectHelper"]
     from nodes.sd.sampler_nodes import SAMPLER_NAMES, SCHEDULER_NAMES
