@@ -18,7 +18,7 @@ names, so `import server` in our code (or in a test) is always our server packag
 `importlib.import_module` with the same rule (the caller's module must be a pack's). Known limits: a
 third-party library imported by a pack that itself imports
 `folder_paths` is not a pack module and gets the real import system. ComfyUI internals this layer does
-not provide (`comfy.sd`, `comfy.ldm`, `comfy_extras`, ...) fail with a
+not provide (`comfy.sd`, `comfy.ldm`, `comfy_execution`, ...) fail with a
 ModuleNotFoundError that says so, and the pack is reported as failed with that reason.
 
 The engine never imports this package; plugins.manager installs it before loading packs.
@@ -34,9 +34,9 @@ from . import _runtime
 
 ALIASES = {"folder_paths": "compat.folder_paths", "comfy": "compat.comfy", "server": "compat.server",
            "nodes": "compat.nodes", "comfy_api": "compat.comfy_api", "node_helpers": "compat.node_helpers",
-           "latent_preview": "compat.latent_preview"}
+           "latent_preview": "compat.latent_preview", "comfy_extras": "compat.comfy_extras"}
 # Parts of ComfyUI itself that packs sometimes import and that this layer does not provide.
-COMFY_INTERNALS = frozenset({"comfy_extras", "comfy_execution", "comfy_api_nodes", "comfyui_version", "comfy_config"})
+COMFY_INTERNALS = frozenset({"comfy_execution", "comfy_api_nodes", "comfyui_version", "comfy_config"})
 
 _pack_roots: set[str] = set()
 _real_import: Any = None
@@ -51,8 +51,9 @@ def is_pack_module(module_name: Any) -> bool:
     return isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots
 
 
-PROVIDED = ("folder_paths, comfy.utils, comfy.model_management, comfy.samplers, comfy.sample, server.PromptServer, "
-            "nodes, node_helpers, latent_preview and comfy_api (V3)")
+PROVIDED = ("folder_paths, comfy.utils, comfy.model_management, comfy.samplers, comfy.sample, comfy.cli_args, "
+            "server.PromptServer, nodes, node_helpers, latent_preview, comfy_api (V3) and the comfy_extras modules "
+            "of nodes Sumie has")
 
 
 def _not_provided(name: str) -> ModuleNotFoundError:

@@ -37,6 +37,14 @@ FUNCTIONS = {
     "BasicScheduler": "get_sigmas", "KarrasScheduler": "get_sigmas", "ExponentialScheduler": "get_sigmas",
     "KSamplerSelect": "get_sampler", "RandomNoise": "get_noise", "DisableNoise": "get_noise", "CFGGuider":
     "get_guider", "BasicGuider": "get_guider", "SplitSigmas": "get_sigmas", "FlipSigmas": "get_sigmas",
+    "PolyexponentialScheduler": "get_sigmas", "VPScheduler": "get_sigmas", "SDTurboScheduler": "get_sigmas",
+    "AlignYourStepsScheduler": "get_sigmas", "GITSScheduler": "get_sigmas", "LatentAdd": "op", "LatentSubtract": "op",
+    "LatentMultiply": "op", "LatentInterpolate": "op", "LatentCompositeMasked": "composite", "ThresholdMask":
+    "image_to_mask", "DifferentialDiffusion": "apply", "ImageFromBatch": "frombatch", "RepeatImageBatch": "repeat",
+    "ImageStitch": "stitch", "GetImageSize": "get_size", "ImageQuantize": "quantize", "ImageScaleToTotalPixels":
+    "upscale", "SplitImageWithAlpha": "split_image_with_alpha", "JoinImageWithAlpha": "join_image_with_alpha",
+    "RebatchLatents": "rebatch", "RebatchImages": "rebatch", "SaveAnimatedWEBP": "save_images",
+    "SaveAnimatedPNG": "save_images",
 }
 
 # Where ComfyUI's method takes its arguments in another order than the node's inputs (positional calls).

@@ -73,6 +73,7 @@ def _facade(class_type: str, node_def: Any) -> type:
         "OUTPUT_IS_LIST": tuple(o.is_list for o in schema.outputs), "FUNCTION": function,
         "CATEGORY": schema.category, "OUTPUT_NODE": schema.output_node, "INPUT_IS_LIST": schema.input_is_list,
         "DESCRIPTION": schema.description, "execute_v1": execute_v1, "__module__": "nodes",
+        "execute": classmethod(lambda cls, *args, **kwargs: execute_v1(cls(), *args, **kwargs)),  # V3-style calls
     })
     _facades[key] = found
     return found

@@ -70,8 +70,29 @@ def test_core_nodes_called_from_packs_sample_exactly_like_ksampler(engine):
     assert torch.equal(via_node["samples"], ks["samples"])
     assert torch.allclose(own["samples"], ks["samples"], atol=1e-6)
     assert torch.equal(image, decoded)
-    assert info == "False:sample:decode:True"  # comfy_extras is not provided; the pack guarded its import
+    assert info == "True:sample:decode:True"  # comfy_execution is not provided; the pack guarded its import
     assert any(isinstance(e, Progress) and e.node_id == "is" for e in events)
+
+
+def test_comfy_extras_nodes_called_from_a_pack_match_the_same_graph(engine):
+    prompt = {**LOADER,
+              "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a cat"}},
+              "sweep": {"class_type": "ES_SeedSweep", "inputs": {"model": ["ckpt", 0], "conditioning": ["pos", 0],
+                                                                 "latent": ["empty", 0], "seed": 7}},
+              "guider": {"class_type": "BasicGuider", "inputs": {"model": ["ckpt", 0], "conditioning": ["pos", 0]}},
+              "sig": {"class_type": "BasicScheduler", "inputs": {"model": ["ckpt", 0], "scheduler": "normal",
+                                                                 "steps": 2, "denoise": 1.0}},
+              "euler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}}
+    for n in (7, 8):
+        prompt[f"noise{n}"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": n}}
+        prompt[f"s{n}"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": [f"noise{n}", 0], "guider": ["guider", 0], "sampler": ["euler", 0], "sigmas": ["sig", 0],
+            "latent_image": ["empty", 0]}}
+    prompt["both"] = {"class_type": "LatentBatch", "inputs": {"samples1": ["s7", 0], "samples2": ["s8", 0]}}
+    outcome = engine.run(keep(prompt, ("sweep", 0), ("both", 0)))
+    assert outcome.status == "success", outcome.failure
+    swept, graph = engine.kept
+    assert swept["samples"].shape[0] == 2 and torch.equal(swept["samples"], graph["samples"])
 
 
 def test_a_packs_own_sampler_function_runs_in_sampler_custom(engine):
@@ -167,7 +188,9 @@ def test_internals_we_do_not_have_fail_the_pack_with_the_missing_name(tmp_path):
     for name, body in {"needs_sd": "import comfy.sd\nNODE_CLASS_MAPPINGS = {}\n",
                        "needs_attr": "from comfy.model_management import get_mmap_mem_threshold_gb\n"
                                      "NODE_CLASS_MAPPINGS = {}\n",
-                       "needs_extras": "from comfy_extras.nodes_mask import composite\nNODE_CLASS_MAPPINGS = {}\n",
+                       "needs_extras": "from comfy_extras.nodes_lt import LTXVAddGuide\nNODE_CLASS_MAPPINGS = {}\n",
+                       "needs_node": "from comfy_extras.nodes_model_advanced import ModelSamplingFlux\n"
+                                     "NODE_CLASS_MAPPINGS = {}\n",
                        }.items():
         (plugins / name).mkdir(parents=True)
         (plugins / name / "__init__.py").write_text(textwrap.dedent(body))
@@ -175,8 +198,10 @@ def test_internals_we_do_not_have_fail_the_pack_with_the_missing_name(tmp_path):
     manager.load_all()
     assert "No module named 'comfy.sd'" in manager.reports["needs_sd"].error
     assert "get_mmap_mem_threshold_gb" in manager.reports["needs_attr"].error
-    assert "No module named 'comfy_extras.nodes_mask'" in manager.reports["needs_extras"].error
-    assert all(manager.reports[n].status == "failed" for n in ("needs_sd", "needs_attr", "needs_extras"))
+    assert "No module named 'comfy_extras.nodes_lt'" in manager.reports["needs_extras"].error
+    assert "No module named 'comfy_extras.nodes_model_advanced'" in manager.reports["needs_node"].error
+    assert all(manager.reports[n].status == "failed" for n in ("needs_sd", "needs_attr", "needs_extras",
+                                                                 "needs_node"))
 
 
 def test_a_node_reaching_for_a_missing_attribute_is_reported_and_its_pack_loads(tmp_path):
@@ -211,3 +236,15 @@ def test_a_node_reaching_for_a_missing_attribute_is_reported_and_its_pack_loads(
     report = manager.reports["half"]
     assert report.status == "loaded" and report.nodes == ["HalfFine"]
     assert "module 'comfy.utils' has no attribute 'SOME_INTERNAL_LIST'" in report.node_errors["HalfReaches"]
+
+
+def test_nodes_mask_composite_pastes_by_the_formula():
+    from compat.comfy_extras.nodes_mask import composite
+
+    destination = torch.zeros(1, 4, 8, 8)
+    source = torch.ones(1, 4, 2, 3)
+    mask = torch.full((1, 2, 3), 0.25)
+    out = composite(destination, source, 8, 16, mask)  # pixels on a latent: (x, y) = (1, 2) latent cells
+    expected = destination.clone()
+    expected[:, :, 2:4, 1:4] = 0.25 * 1 + 0.75 * 0  # source * mask + destination * (1 - mask)
+    assert torch.equal(out, expected) and float(destination.abs().sum()) == 0.0  # the input is not modified

@@ -6,6 +6,8 @@ import comfy.samplers
 import comfy.utils
 import folder_paths
 import node_helpers
+from comfy_extras.nodes_custom_sampler import BasicGuider, BasicScheduler, Noise_RandomNoise, SamplerCustomAdvanced
+from comfy_extras.nodes_latent import LatentBatch
 
 from nodes import MAX_RESOLUTION, CLIPTextEncode, common_ksampler
 
@@ -72,5 +74,26 @@ class QuickSample:
         return common_ksampler(model, seed, 2, 2.0, "euler", "normal", positive, negative, latent)
 
 
-NODE_CLASS_MAPPINGS = {"ES_SamplerSelectHelper": SamplerSelectHelper, "ES_ImageResize": ImageResize,
-                       "ES_ConditioningStrength": ConditioningStrength, "ES_QuickSample": QuickSample}
+class SeedSweep:
+    """Samples two seeds with the custom-sampling nodes from comfy_extras, as parameter-sweep nodes do."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "conditioning": ("CONDITIONING",), "latent": ("LATENT",),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": 1000})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "execute"
+
+    def execute(self, model, conditioning, latent, seed):
+        guider = BasicGuider().get_guider(model, conditioning)[0]
+        sigmas = BasicScheduler.execute(model, "normal", 2, 1.0)[0]  # the V3-style call works too
+        sampler = comfy.samplers.sampler_object("euler")
+        out = [SamplerCustomAdvanced().sample(Noise_RandomNoise(n), guider, sampler, sigmas, latent)[0]
+               for n in (seed, seed + 1)]
+        return LatentBatch().batch(out[0], out[1])
+
+
+NODE_CLASS_MAPPINGS = {"ES_SeedSweep": SeedSweep, "ES_SamplerSelectHelper": SamplerSelectHelper,
+                       "ES_ImageResize": ImageResize, "ES_ConditioningStrength": ConditioningStrength,
+                       "ES_QuickSample": QuickSample}

@@ -7,14 +7,15 @@ import comfy.sample
 import comfy.samplers
 import folder_paths
 import latent_preview
+from comfy_extras import nodes_differential_diffusion
+from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
 import nodes
 
 try:  # packs guard optional parts of ComfyUI like this; here the import fails and the pack still loads
-    from comfy_extras import nodes_differential_diffusion  # noqa: F401
-    HAS_DIFFERENTIAL = True
+    from comfy_execution.graph import ExecutionBlocker
 except ImportError:
-    HAS_DIFFERENTIAL = False
+    ExecutionBlocker = None
 
 
 class DetailSampler:
@@ -35,12 +36,15 @@ class DetailSampler:
         via_node = nodes.KSampler().sample(model, seed, 2, 2.0, sampler_name, scheduler, positive, negative, latent)[0]
         samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+        if not bool((Noise_RandomNoise(seed).generate_noise(latent) == noise).all()):
+            raise AssertionError("Noise_RandomNoise and prepare_noise disagree")
+        model = nodes_differential_diffusion.DifferentialDiffusion().apply(model)[0]
         callback = latent_preview.prepare_callback(model, 2)
         own = comfy.sample.sample(model, noise, 2, 2.0, sampler_name, scheduler, positive, negative, samples,
                                   callback=callback, seed=seed)
         image = nodes.VAEDecode().decode(vae, via_node)[0]
         temp = folder_paths.get_temp_directory()
-        info = f"{HAS_DIFFERENTIAL}:{nodes.KSampler.FUNCTION}:{nodes.VAEDecode.FUNCTION}:{bool(temp)}"
+        info = f"{ExecutionBlocker is None}:{nodes.KSampler.FUNCTION}:{nodes.VAEDecode.FUNCTION}:{bool(temp)}"
         return (via_node, {"samples": own}, image, info)
 
 
