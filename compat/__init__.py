@@ -34,9 +34,10 @@ from . import _runtime
 
 ALIASES = {"folder_paths": "compat.folder_paths", "comfy": "compat.comfy", "server": "compat.server",
            "nodes": "compat.nodes", "comfy_api": "compat.comfy_api", "node_helpers": "compat.node_helpers",
-           "latent_preview": "compat.latent_preview", "comfy_extras": "compat.comfy_extras"}
+           "latent_preview": "compat.latent_preview", "comfy_extras": "compat.comfy_extras",
+           "comfy_execution": "compat.comfy_execution", "execution": "compat.execution"}
 # Parts of ComfyUI itself that packs sometimes import and that this layer does not provide.
-COMFY_INTERNALS = frozenset({"comfy_execution", "comfy_api_nodes", "comfyui_version", "comfy_config"})
+COMFY_INTERNALS = frozenset({"comfy_api_nodes", "comfyui_version", "comfy_config"})
 
 _pack_roots: set[str] = set()
 _real_import: Any = None
@@ -52,8 +53,8 @@ def is_pack_module(module_name: Any) -> bool:
 
 
 PROVIDED = ("folder_paths, comfy.utils, comfy.model_management, comfy.samplers, comfy.sample, comfy.cli_args, "
-            "server.PromptServer, nodes, node_helpers, latent_preview, comfy_api (V3) and the comfy_extras modules "
-            "of nodes Sumie has")
+            "server.PromptServer, nodes, node_helpers, latent_preview, comfy_api (V3), the comfy_extras modules "
+            "of nodes Sumie has and comfy_execution's ExecutionBlocker")
 
 
 def _not_provided(name: str) -> ModuleNotFoundError:

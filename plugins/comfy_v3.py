@@ -34,7 +34,7 @@ from graph.errors import SchemaError
 from graph.node import Node, NodeContext, NodeResult
 from graph.schema import HIDDEN_KINDS, HiddenInput, InputSpec, NodeSchema, OutputSpec
 
-from .comfy_v1 import _fit, _params, input_spec
+from .comfy_v1 import _fit, _params, input_spec, refuse_blockers
 from .comfy_v1_runtime import DynamicPrompt, run_coroutine, running
 
 AUTOGROW, DYNAMIC_COMBO, DYNAMIC_SLOT = "COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3", "COMFY_DYNAMICSLOT_V3"
@@ -197,6 +197,7 @@ def _to_result(raw: Any, where: str, enable_expand: bool) -> tuple[Any, ...] | N
         ui, expand = raw.get("ui"), raw.get("expand")
     else:
         raise TypeError(f"{where} returned {type(raw).__name__}; a V3 node returns io.NodeOutput(...)")
+    refuse_blockers(args, where)
     if ui is not None and callable(getattr(ui, "as_dict", None)):
         ui = ui.as_dict()
     if ui is not None and not isinstance(ui, Mapping):

@@ -248,3 +248,46 @@ def test_nodes_mask_composite_pastes_by_the_formula():
     expected = destination.clone()
     expected[:, :, 2:4, 1:4] = 0.25 * 1 + 0.75 * 0  # source * mask + destination * (1 - mask)
     assert torch.equal(out, expected) and float(destination.abs().sum()) == 0.0  # the input is not modified
+
+
+def test_execution_blocker_packs_load_and_a_blocking_output_fails_clearly(tmp_path):
+    from graph import Executor, NodeRegistry, RecentRunsCache
+    from tests.conftest import run_prompt
+    from tests.support import testpack
+
+    pack = tmp_path / "custom_nodes" / "gate"
+    pack.mkdir(parents=True)
+    (pack / "__init__.py").write_text(textwrap.dedent('''
+        import execution  # imported (and unused) at load time, as some packs do
+        from comfy_execution.graph import ExecutionBlocker
+
+        class Gate:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"value": ("INT", {"default": 1}), "open": ("BOOLEAN", {"default": True})}}
+            RETURN_TYPES = ("INT",)
+            FUNCTION = "go"
+            def go(self, value, open):
+                return (value if open else ExecutionBlocker("gate closed"),)
+
+        NODE_CLASS_MAPPINGS = {"Gate": Gate}
+    '''))
+    registry = NodeRegistry()
+    registry.register_module(testpack)
+    manager = PluginManager(registry, [pack.parent])
+    manager.load_all()
+    assert manager.reports["gate"].status == "loaded", manager.reports["gate"].error
+    ex = Executor(registry, cache=RecentRunsCache(1))
+
+    def run(open_: bool):
+        return run_prompt(ex, {"g": {"class_type": "Gate", "inputs": {"value": 5, "open": open_}},
+                               "o": {"class_type": "Show", "inputs": {"value": ["g", 0]}}})
+
+    assert run(True).outputs["o"] == {"text": ["5"]}
+    closed = run(False)
+    assert closed.status == "error" and closed.failure.node_id == "g"
+    assert "ExecutionBlocker (gate closed)" in closed.failure.exception_message
+    import sys
+
+    with pytest.raises(AttributeError, match="ComfyUI's executor is not provided"):
+        sys.modules["gate"].execution.PromptExecutor  # noqa: B018 - the attribute access is the test
