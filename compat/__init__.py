@@ -76,11 +76,15 @@ def _aliased(name: str, fromlist: Any) -> Any:
         raise
     if fromlist:
         for item in fromlist:
-            if item != "*" and not hasattr(module, item):
+            if item == "*":
+                continue
+            try:
+                getattr(module, item)
+            except AttributeError as exc:
                 try:
                     importlib.import_module(f"{target}.{item}")
-                except ModuleNotFoundError:
-                    pass  # `from comfy import missing` then fails with the usual ImportError
+                except ModuleNotFoundError:  # keep the layer's reason ("this engine has no X node", ...)
+                    raise ImportError(f"cannot import name {item!r} from {name!r}: {exc}", name=name) from None
         return module
     return importlib.import_module(ALIASES[top])
 

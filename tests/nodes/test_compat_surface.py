@@ -70,7 +70,7 @@ def test_core_nodes_called_from_packs_sample_exactly_like_ksampler(engine):
     assert torch.equal(via_node["samples"], ks["samples"])
     assert torch.allclose(own["samples"], ks["samples"], atol=1e-6)
     assert torch.equal(image, decoded)
-    assert info == "True:sample:decode:True"  # comfy_execution is not provided; the pack guarded its import
+    assert info == "True:sample:decode:True"  # comfy.k_diffusion is not provided; the pack guarded its import
     assert any(isinstance(e, Progress) and e.node_id == "is" for e in events)
 
 

@@ -24,7 +24,7 @@ from . import helpers
 import helpers as also_local
 from aiohttp import web
 try:
-    from comfy_extras.nodes_mask import composite
+    from comfy_extras.nodes_lt import composite
 except ImportError:
     composite = None
 
@@ -54,7 +54,7 @@ def test_imports_are_sorted_into_provided_missing_and_packages(tmp_path):
     assert checks["comfy.model_management"].missing == ["comfy.model_management.no_such_query"]
     assert checks["nodes"].missing == ["nodes.KSampler.NOT_A_LIST"]  # KSampler.FUNCTION resolves
     assert checks["comfy.sd"].status == "missing" and not checks["comfy.sd"].guarded
-    assert checks["comfy_extras.nodes_mask"].status == "missing" and checks["comfy_extras.nodes_mask"].guarded
+    assert checks["comfy_extras.nodes_lt"].status == "missing" and checks["comfy_extras.nodes_lt"].guarded
     assert checks["surely_not_installed_package"].status == "not installed"
     assert checks["aiohttp"].status == "installed"
 
@@ -66,7 +66,7 @@ def test_plugins_check_takes_a_pack_folder_and_reports_imports(tmp_path, capsys)
     assert main.main(["plugins", "check", str(pack)]) == 1  # comfy.sd is imported unguarded
     out = capsys.readouterr().out
     assert "probe: no requirements.txt" in out and "!! comfy.sd: not provided" in out
-    assert "-- comfy_extras.nodes_mask: not provided" in out and "(guarded by the pack)" in out
+    assert "-- comfy_extras.nodes_lt: not provided" in out and "(guarded by the pack)" in out
     assert main.main(["plugins", "check", str(pack), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert {c["module"]: c["status"] for c in report["probe"]["imports"]}["folder_paths"] == "provided"

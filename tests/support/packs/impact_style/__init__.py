@@ -7,15 +7,16 @@ import comfy.sample
 import comfy.samplers
 import folder_paths
 import latent_preview
+from comfy_execution.graph import ExecutionBlocker  # noqa: F401 - imported by flow-control packs
 from comfy_extras import nodes_differential_diffusion
 from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
 import nodes
 
 try:  # packs guard optional parts of ComfyUI like this; here the import fails and the pack still loads
-    from comfy_execution.graph import ExecutionBlocker
+    from comfy.k_diffusion import sampling as k_diffusion_sampling
 except ImportError:
-    ExecutionBlocker = None
+    k_diffusion_sampling = None
 
 
 class DetailSampler:
@@ -44,7 +45,7 @@ class DetailSampler:
                                   callback=callback, seed=seed)
         image = nodes.VAEDecode().decode(vae, via_node)[0]
         temp = folder_paths.get_temp_directory()
-        info = f"{ExecutionBlocker is None}:{nodes.KSampler.FUNCTION}:{nodes.VAEDecode.FUNCTION}:{bool(temp)}"
+        info = f"{k_diffusion_sampling is None}:{nodes.KSampler.FUNCTION}:{nodes.VAEDecode.FUNCTION}:{bool(temp)}"
         return (via_node, {"samples": own}, image, info)
 
 
