@@ -7,7 +7,8 @@ aliases into `sys.modules` (that would shadow our packages for our own code, in 
 
 How it avoids that: `install()` wraps `builtins.__import__` once. An import statement is resolved
 by the shim only when all of these hold: it is absolute (level 0), its top-level name is one of
-`ALIASES` (folder_paths, comfy, server, nodes), and the module executing it is a pack module (its
+`ALIASES` (folder_paths, comfy, server, nodes, comfy_api, node_helpers, latent_preview, comfy_extras,
+comfy_execution, execution), and the module executing it is a pack module (its
 `__name__` is a pack's module name or below it; plugins.manager registers each pack's name before
 importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from server import
 PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
@@ -16,10 +17,10 @@ names, so `import server` in our code (or in a test) is always our server packag
 
 `importlib.import_module("folder_paths")` does not go through `__import__`, so `install()` also wraps
 `importlib.import_module` with the same rule (the caller's module must be a pack's). Known limits: a
-third-party library imported by a pack that itself imports
-`folder_paths` is not a pack module and gets the real import system. ComfyUI internals this layer does
-not provide (`comfy.sd`, `comfy.ldm`, `comfy_execution`, ...) fail with a
-ModuleNotFoundError that says so, and the pack is reported as failed with that reason.
+third-party library imported by a pack that itself imports `folder_paths` is not a pack module and gets
+the real import system. ComfyUI internals this layer does not provide (`comfy.sd`, `comfy.ldm`, ...)
+fail with a ModuleNotFoundError that says so, a missing name with an ImportError giving the layer's
+reason, and the pack is reported as failed with it.
 
 The engine never imports this package; plugins.manager installs it before loading packs.
 """
