@@ -327,7 +327,7 @@ def adapt_v1(class_type: str, v1_cls: type, *, display_name: str | None = None, 
                 continue
             if isinstance(kind, (list, tuple)) and kind:
                 kind = kind[0]
-            if kind in HIDDEN_KINDS:
+            if isinstance(kind, str) and kind in HIDDEN_KINDS:
                 hidden.append(HiddenInput(name=str(name), kind=kind))
                 if kind == "DYNPROMPT":
                     dynprompt_names.append(str(name))

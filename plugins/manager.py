@@ -280,6 +280,9 @@ class PluginManager:
                 except SchemaError as exc:
                     report.node_errors[node_name] = str(exc)
                     continue
+                except Exception as exc:  # a declaration no rule foresaw: this node only, never the pack
+                    report.node_errors[node_name] = f"cannot be adapted: {type(exc).__name__}: {exc}"
+                    continue
                 self._add(cls, node_name, report, src, ours=False)
         if v3_error is not None:
             report.status = FAILED
@@ -295,6 +298,9 @@ class PluginManager:
                     cls = adapt_v3(node_cls, pack=name, version=version, python_module=f"custom_nodes.{name}")
                 except SchemaError as exc:
                     report.node_errors[label] = str(exc)
+                    continue
+                except Exception as exc:  # a declaration no rule foresaw: this node only, never the pack
+                    report.node_errors[label] = f"cannot be adapted: {type(exc).__name__}: {exc}"
                     continue
                 self._add(cls, label, report, src, ours=False)
         web = getattr(module, "WEB_DIRECTORY", None)

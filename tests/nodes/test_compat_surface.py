@@ -291,3 +291,41 @@ def test_execution_blocker_packs_load_and_a_blocking_output_fails_clearly(tmp_pa
 
     with pytest.raises(AttributeError, match="ComfyUI's executor is not provided"):
         sys.modules["gate"].execution.PromptExecutor  # noqa: B018 - the attribute access is the test
+
+
+def test_odd_declarations_from_real_packs_never_stop_the_load(tmp_path):
+    """A hidden kind that is not text (seen in a popular pack) is passed as None; a declaration the adapter
+    cannot read fails that node only."""
+    from graph import NodeRegistry
+
+    pack = tmp_path / "custom_nodes" / "odd"
+    pack.mkdir(parents=True)
+    (pack / "__init__.py").write_text(textwrap.dedent('''
+        class OddHidden:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"x": ("INT", {})}, "hidden": {"weird": [["A", "B"]], "uid": "UNIQUE_ID"}}
+            RETURN_TYPES = ("INT",)
+            FUNCTION = "go"
+            def go(self, x, weird="unset", uid=None):
+                return (x,)
+
+        class Unreadable:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {}}
+            RETURN_TYPES = ("INT",)
+            OUTPUT_IS_LIST = 5
+            FUNCTION = "go"
+            def go(self):
+                return (1,)
+
+        NODE_CLASS_MAPPINGS = {"OddHidden": OddHidden, "Unreadable": Unreadable}
+    '''))
+    registry = NodeRegistry()
+    manager = PluginManager(registry, [pack.parent])
+    manager.load_all()
+    report = manager.reports["odd"]
+    assert report.status == "loaded" and report.nodes == ["OddHidden"]
+    assert report.node_errors["Unreadable"].startswith("cannot be adapted: TypeError")
+    assert registry.object_info("OddHidden")["OddHidden"]["input"]["hidden"] == {"uid": "UNIQUE_ID"}
