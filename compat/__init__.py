@@ -8,10 +8,10 @@ aliases into `sys.modules` (that would shadow our packages for our own code, in 
 How it avoids that: `install()` wraps `builtins.__import__` once. An import statement is resolved
 by the shim only when all of these hold: it is absolute (level 0), its top-level name is one of
 `ALIASES` (folder_paths, comfy, server, nodes, comfy_api, node_helpers, latent_preview, comfy_extras,
-comfy_execution, execution), and the module executing it is a pack module (its
-`__name__` is a pack's module name or below it; plugins.manager registers each pack's name before
-importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from server import
-PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
+comfy_execution, execution), and the module executing it is a pack module (its `__name__` is a
+pack's module name or below it, or its `__file__` lies in a pack's folder; plugins.manager registers
+each pack before importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from
+server import PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
 code, goes to the real import system untouched. Nothing is added to `sys.modules` under the bare
 names, so `import server` in our code (or in a test) is always our server package.
 
@@ -44,13 +44,25 @@ _pack_roots: set[str] = set()
 _real_import: Any = None
 
 
-def register_pack_module(module_name: str) -> None:
-    """Treat `module_name` (and its submodules) as pack code: its imports see the shim."""
+_pack_dirs: set[str] = set()
+
+
+def register_pack_module(module_name: str, folder: Any = None) -> None:
+    """Treat `module_name` (and its submodules) as pack code: its imports see the shim. With `folder`,
+    every module loaded from a file inside it is pack code too (packs that put their own subfolders on
+    sys.path and import them under other names)."""
     _pack_roots.add(module_name.partition(".")[0])
+    if folder is not None:
+        import os
+
+        for path in {os.path.abspath(str(folder)), os.path.realpath(str(folder))}:
+            _pack_dirs.add(path.rstrip(os.sep) + os.sep)
 
 
-def is_pack_module(module_name: Any) -> bool:
-    return isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots
+def is_pack_module(module_name: Any, file: Any = None) -> bool:
+    if isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots:
+        return True
+    return isinstance(file, str) and any(file.startswith(d) for d in _pack_dirs)
 
 
 PROVIDED = ("folder_paths, comfy.utils, comfy.model_management, comfy.samplers, comfy.sample, comfy.cli_args, "
@@ -93,7 +105,8 @@ def _aliased(name: str, fromlist: Any) -> Any:
 def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
     if level == 0 and type(globals) is dict:
         top = name.partition(".")[0]
-        if (top in ALIASES or top in COMFY_INTERNALS) and is_pack_module(globals.get("__name__")):
+        if (top in ALIASES or top in COMFY_INTERNALS) and is_pack_module(globals.get("__name__"),
+                                                                         globals.get("__file__")):
             if top in ALIASES:
                 return _aliased(name, fromlist)
             try:
@@ -110,8 +123,8 @@ def _import_module(name: str, package: str | None = None) -> Any:
     if not name.startswith(".") and name.partition(".")[0] in ALIASES:
         import sys
 
-        caller = sys._getframe(1).f_globals.get("__name__")
-        if is_pack_module(caller):
+        caller = sys._getframe(1).f_globals
+        if is_pack_module(caller.get("__name__"), caller.get("__file__")):
             _aliased(name, None)
             top, _, rest = name.partition(".")
             return importlib.import_module(ALIASES[top] + ("." + rest if rest else ""))

@@ -196,7 +196,7 @@ class PluginManager:
         self._drop_routes(module_name)
         compat = sys.modules.get("compat") if self.use_compat else None
         if compat is not None:
-            compat.register_pack_module(module_name)
+            compat.register_pack_module(module_name, source.path if source.is_package else None)
         try:
             kwargs: dict[str, Any] = {}
             if source.is_package:

@@ -329,3 +329,35 @@ def test_odd_declarations_from_real_packs_never_stop_the_load(tmp_path):
     assert report.status == "loaded" and report.nodes == ["OddHidden"]
     assert report.node_errors["Unreadable"].startswith("cannot be adapted: TypeError")
     assert registry.object_info("OddHidden")["OddHidden"]["input"]["hidden"] == {"uid": "UNIQUE_ID"}
+
+
+def test_modules_a_pack_puts_on_sys_path_see_the_shim(tmp_path, monkeypatch):
+    """Impact-style packs add their own subfolder to sys.path and import it under another name."""
+    import sys
+
+    from graph import NodeRegistry
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    pack = tmp_path / "custom_nodes" / "pathy"
+    (pack / "modules" / "pathy_core_lib").mkdir(parents=True)
+    (pack / "__init__.py").write_text(textwrap.dedent('''
+        import os
+        import sys
+        sys.path.append(os.path.join(os.path.dirname(__file__), "modules"))
+        from pathy_core_lib import where
+        NODE_CLASS_MAPPINGS = {}
+        WEB_DIRECTORY = "modules"
+    '''))
+    (pack / "modules" / "pathy_core_lib" / "__init__.py").write_text(textwrap.dedent('''
+        import importlib
+        import folder_paths
+        def where():
+            return folder_paths.__name__, importlib.import_module("comfy.utils").__name__
+    '''))
+    manager = PluginManager(NodeRegistry(), [pack.parent])
+    manager.load_all()
+    try:
+        assert manager.reports["pathy"].status == "loaded", manager.reports["pathy"].error
+        assert sys.modules["pathy_core_lib"].where() == ("compat.folder_paths", "compat.comfy.utils")
+    finally:
+        sys.modules.pop("pathy_core_lib", None)
