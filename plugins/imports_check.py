@@ -179,6 +179,10 @@ def check_imports(source: PackSource) -> list[ImportCheck]:
     comfy_names = set(compat.ALIASES) | set(compat.COMFY_INTERNALS) | {"comfy_aimdo", "execution", "app"}
     base = source.path if source.is_package else source.path.parent
     local = {p.stem for p in base.glob("*.py")} | {p.name for p in base.iterdir() if p.is_dir()}
+    if source.is_package:  # modules the pack imports from subfolders it puts on sys.path
+        for path in _py_files(source):
+            local.add(path.stem)
+            local.update(part for part in path.relative_to(base).parts[:-1])
     local.add(source.name)
     checks: list[ImportCheck] = []
     for module_name, use in sorted(_scan(source, local).items()):
