@@ -69,9 +69,11 @@ def make_parser() -> argparse.ArgumentParser:
     _folder_args(inspect)
     plugins = sub.add_parser("plugins", help="inspect plugin packs (never installs anything)")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
-    check = plugins_sub.add_parser("check", help="what installing a pack's requirements.txt would change here; "
+    check = plugins_sub.add_parser("check", help="what installing a pack's requirements.txt would change here and "
+                                   "which of its ComfyUI imports Sumie provides; "
                                    "flags packs that would replace torch, numpy or another engine dependency")
-    check.add_argument("pack", nargs="?", help="a pack's name in custom_nodes/ (default: every pack)")
+    check.add_argument("pack", nargs="?", help="a pack's name in custom_nodes/, or the path of a pack folder not "
+                       "installed yet (default: every pack)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("-v", "--verbose", action="store_true", help="log more")
     check.add_argument("--plugins-dir", action="append", type=Path, default=None, metavar="DIR",

@@ -7,18 +7,20 @@ aliases into `sys.modules` (that would shadow our packages for our own code, in 
 
 How it avoids that: `install()` wraps `builtins.__import__` once. An import statement is resolved
 by the shim only when all of these hold: it is absolute (level 0), its top-level name is one of
-`ALIASES` (folder_paths, comfy, server, nodes), and the module executing it is a pack module (its
-`__name__` is a pack's module name or below it; plugins.manager registers each pack's name before
-importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from server import
-PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
+`ALIASES` (folder_paths, comfy, server, nodes, comfy_api, node_helpers, latent_preview, comfy_extras,
+comfy_execution, execution), and the module executing it is a pack module (its `__name__` is a
+pack's module name or below it, or its `__file__` lies in a pack's folder; plugins.manager registers
+each pack before importing it). Then `import comfy.utils` resolves to `compat.comfy.utils`, `from
+server import PromptServer` to `compat.server`, and so on; every other import, and every import made by our own
 code, goes to the real import system untouched. Nothing is added to `sys.modules` under the bare
 names, so `import server` in our code (or in a test) is always our server package.
 
-Known limits: `importlib.import_module("folder_paths")` from a pack does not go through
-`__import__` and is not aliased; a third-party library imported by a pack that itself imports
-`folder_paths` is not a pack module and gets the real import system. ComfyUI internals this layer does
-not provide (`comfy.sd`, `comfy.samplers`, `comfy_extras`, `latent_preview`, ...) fail with a
-ModuleNotFoundError that says so, and the pack is reported as failed with that reason.
+`importlib.import_module("folder_paths")` does not go through `__import__`, so `install()` also wraps
+`importlib.import_module` with the same rule (the caller's module must be a pack's). Known limits: a
+third-party library imported by a pack that itself imports `folder_paths` is not a pack module and gets
+the real import system. ComfyUI internals this layer does not provide (`comfy.sd`, `comfy.ldm`, ...)
+fail with a ModuleNotFoundError that says so, a missing name with an ImportError giving the layer's
+reason, and the pack is reported as failed with it.
 
 The engine never imports this package; plugins.manager installs it before loading packs.
 """
@@ -32,28 +34,46 @@ from typing import Any
 from . import _runtime
 
 ALIASES = {"folder_paths": "compat.folder_paths", "comfy": "compat.comfy", "server": "compat.server",
-           "nodes": "compat.nodes"}
+           "nodes": "compat.nodes", "comfy_api": "compat.comfy_api", "node_helpers": "compat.node_helpers",
+           "latent_preview": "compat.latent_preview", "comfy_extras": "compat.comfy_extras",
+           "comfy_execution": "compat.comfy_execution", "execution": "compat.execution"}
 # Parts of ComfyUI itself that packs sometimes import and that this layer does not provide.
-COMFY_INTERNALS = frozenset({"comfy_extras", "comfy_execution", "comfy_api", "comfy_api_nodes", "latent_preview",
-                             "node_helpers", "comfyui_version", "comfy_config"})
+COMFY_INTERNALS = frozenset({"comfy_api_nodes", "comfyui_version", "comfy_config"})
 
 _pack_roots: set[str] = set()
 _real_import: Any = None
 
 
-def register_pack_module(module_name: str) -> None:
-    """Treat `module_name` (and its submodules) as pack code: its imports see the shim."""
+_pack_dirs: set[str] = set()
+
+
+def register_pack_module(module_name: str, folder: Any = None) -> None:
+    """Treat `module_name` (and its submodules) as pack code: its imports see the shim. With `folder`,
+    every module loaded from a file inside it is pack code too (packs that put their own subfolders on
+    sys.path and import them under other names)."""
     _pack_roots.add(module_name.partition(".")[0])
+    if folder is not None:
+        import os
+
+        for path in {os.path.abspath(str(folder)), os.path.realpath(str(folder))}:
+            _pack_dirs.add(path.rstrip(os.sep) + os.sep)
 
 
-def is_pack_module(module_name: Any) -> bool:
-    return isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots
+def is_pack_module(module_name: Any, file: Any = None) -> bool:
+    if isinstance(module_name, str) and module_name.partition(".")[0] in _pack_roots:
+        return True
+    return isinstance(file, str) and any(file.startswith(d) for d in _pack_dirs)
+
+
+PROVIDED = ("folder_paths, comfy.utils, comfy.model_management, comfy.samplers, comfy.sample, comfy.cli_args, "
+            "server.PromptServer, nodes, node_helpers, latent_preview, comfy_api (V3), the comfy_extras modules "
+            "of nodes Sumie has and comfy_execution's ExecutionBlocker")
 
 
 def _not_provided(name: str) -> ModuleNotFoundError:
     exc = ModuleNotFoundError(
         f"No module named '{name}': it is part of ComfyUI, and Sumie's compatibility layer provides only "
-        "folder_paths, comfy.utils, comfy.model_management, server.PromptServer and nodes", name=name)
+        f"{PROVIDED}", name=name)
     exc.sumie_compat = True  # type: ignore[attr-defined]
     return exc
 
@@ -69,11 +89,15 @@ def _aliased(name: str, fromlist: Any) -> Any:
         raise
     if fromlist:
         for item in fromlist:
-            if item != "*" and not hasattr(module, item):
+            if item == "*":
+                continue
+            try:
+                getattr(module, item)
+            except AttributeError as exc:
                 try:
                     importlib.import_module(f"{target}.{item}")
-                except ModuleNotFoundError:
-                    pass  # `from comfy import missing` then fails with the usual ImportError
+                except ModuleNotFoundError:  # keep the layer's reason ("this engine has no X node", ...)
+                    raise ImportError(f"cannot import name {item!r} from {name!r}: {exc}", name=name) from None
         return module
     return importlib.import_module(ALIASES[top])
 
@@ -81,7 +105,8 @@ def _aliased(name: str, fromlist: Any) -> Any:
 def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
     if level == 0 and type(globals) is dict:
         top = name.partition(".")[0]
-        if (top in ALIASES or top in COMFY_INTERNALS) and is_pack_module(globals.get("__name__")):
+        if (top in ALIASES or top in COMFY_INTERNALS) and is_pack_module(globals.get("__name__"),
+                                                                         globals.get("__file__")):
             if top in ALIASES:
                 return _aliased(name, fromlist)
             try:
@@ -93,8 +118,24 @@ def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = 
     return _real_import(name, globals, locals, fromlist, level)
 
 
+def _import_module(name: str, package: str | None = None) -> Any:
+    """`importlib.import_module` as packs call it: ComfyUI names resolve to the shim for pack callers."""
+    if not name.startswith(".") and name.partition(".")[0] in ALIASES:
+        import sys
+
+        caller = sys._getframe(1).f_globals
+        if is_pack_module(caller.get("__name__"), caller.get("__file__")):
+            _aliased(name, None)
+            top, _, rest = name.partition(".")
+            return importlib.import_module(ALIASES[top] + ("." + rest if rest else ""))
+    return _real_import_module(name, package)
+
+
+_real_import_module = importlib.import_module
+
+
 def install(manager: Any = None) -> None:
-    """Bind the shim to a plugin manager (folders, server hooks) and wrap `__import__` (once)."""
+    """Bind the shim to a plugin manager (folders, server hooks); wrap `__import__` and `import_module` (once)."""
     global _real_import
     if manager is not None:
         _runtime.bind(manager)
@@ -107,12 +148,16 @@ def install(manager: Any = None) -> None:
     if builtins.__import__ is not _import:
         _real_import = builtins.__import__
         builtins.__import__ = _import
+    if importlib.import_module is not _import_module:
+        importlib.import_module = _import_module
 
 
 def uninstall() -> None:
     """Restore the plain import system (tests)."""
     if builtins.__import__ is _import and _real_import is not None:
         builtins.__import__ = _real_import
+    if importlib.import_module is _import_module:
+        importlib.import_module = _real_import_module
 
 
 __all__ = ["ALIASES", "install", "is_pack_module", "register_pack_module", "uninstall"]

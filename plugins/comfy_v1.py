@@ -242,7 +242,19 @@ def _is_class_level(cls: type, attr: str) -> bool:
     return isinstance(inspect.getattr_static(cls, attr, None), (classmethod, staticmethod))
 
 
+def refuse_blockers(values: Any, where: str) -> None:
+    """ComfyUI's ExecutionBlocker as an output: the engine cannot block what depends on it, so say so."""
+    for value in values if isinstance(values, (tuple, list)) else ():
+        if type(value).__name__ == "ExecutionBlocker" and hasattr(value, "message"):
+            said = f" ({value.message})" if value.message else ""
+            raise RuntimeError(f"{where} returned an ExecutionBlocker{said}: Sumie cannot skip the nodes that "
+                               "depend on this output; give the node an input that does not block")
+
+
 def _to_result(raw: Any, where: str, n_out: int) -> tuple[Any, ...] | NodeResult:
+    refuse_blockers(raw.result if isinstance(raw, NodeResult) else raw, where)
+    if isinstance(raw, dict) and isinstance(raw.get("result"), (tuple, list)):
+        refuse_blockers(raw["result"], where)
     if type(raw) is tuple or isinstance(raw, NodeResult):
         return raw
     if isinstance(raw, tuple):  # a namedtuple
@@ -315,7 +327,7 @@ def adapt_v1(class_type: str, v1_cls: type, *, display_name: str | None = None, 
                 continue
             if isinstance(kind, (list, tuple)) and kind:
                 kind = kind[0]
-            if kind in HIDDEN_KINDS:
+            if isinstance(kind, str) and kind in HIDDEN_KINDS:
                 hidden.append(HiddenInput(name=str(name), kind=kind))
                 if kind == "DYNPROMPT":
                     dynprompt_names.append(str(name))

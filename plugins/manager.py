@@ -8,6 +8,9 @@ speaks one (or both) of two protocols:
   classes, exactly like a built-in node module; optionally `WEB_DIRECTORY`.
 - ComfyUI's V1 protocol: `NODE_CLASS_MAPPINGS` (+ `NODE_DISPLAY_NAME_MAPPINGS`, `WEB_DIRECTORY`);
   each class is adapted by `plugins.comfy_v1.adapt_v1`.
+- ComfyUI's V3 protocol: `async def comfy_entrypoint()` returns a `ComfyExtension` whose
+  `get_node_list()` names `io.ComfyNode` classes (run on the import thread, within the time limit);
+  each is adapted by `plugins.comfy_v3.adapt_v3`.
 
 Nothing a pack does is fatal: a pack that fails to import (syntax error, missing dependency, an
 exception, an import that does not finish within `import_timeout`) is logged, kept in the report
@@ -16,9 +19,10 @@ source finds, so a workflow using them is told which pack failed and why. A node
 registered, or whose name is taken (built-in names always win), is reported on its pack.
 
 Packs are imported under their own module names (the folder name, or `sumie_pack_<name>` when that
-name is taken). ComfyUI packs import `folder_paths`, `comfy.*`, `server` and `nodes`; `compat`
-serves those names to pack modules only (see compat/__init__.py), so it is installed before a pack
-is imported. Torch-free; the engine (graph/) never imports plugins/ or compat/: main.py wires them.
+name is taken). ComfyUI packs import `folder_paths`, `comfy.*`, `server`, `nodes`, `comfy_api`,
+`node_helpers` and `latent_preview`; `compat` serves those names to pack modules only (see
+compat/__init__.py), so it is installed before a pack is imported. Torch-free; the engine (graph/)
+never imports plugins/ or compat/: main.py wires them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from graph.registry import NodeRegistry
 from graph.schema import NodeSchema
 
 from .comfy_v1 import adapt_v1
+from .comfy_v3 import adapt_v3, extension_nodes, is_v3_node
 from .packs import FAILED, LOADED, SKIPPED, TIMED_OUT, PackReport, PackSource, discover, scan_node_names, signature
 
 log = logging.getLogger("sumie.plugins")
@@ -183,7 +188,7 @@ class PluginManager:
             report.traceback = _pack_traceback(exc)
             self._failed(source, report)
             return report
-        self._register(source, box["module"], report)
+        self._register(source, box["module"], report, v3_nodes=box.get("v3_nodes"), v3_error=box.get("v3_error"))
         return report
 
     def _import(self, source: PackSource, module_name: str, box: dict[str, Any]) -> None:
@@ -191,7 +196,7 @@ class PluginManager:
         self._drop_routes(module_name)
         compat = sys.modules.get("compat") if self.use_compat else None
         if compat is not None:
-            compat.register_pack_module(module_name)
+            compat.register_pack_module(module_name, source.path if source.is_package else None)
         try:
             kwargs: dict[str, Any] = {}
             if source.is_package:
@@ -207,6 +212,13 @@ class PluginManager:
         except BaseException as exc:  # SystemExit from a pack is a failure too
             self._purge(module_name)
             box["error"] = exc
+            return
+        entrypoint = getattr(module, "comfy_entrypoint", None)
+        if callable(entrypoint):  # a V3 pack: its extension names its nodes (within the import time limit)
+            try:
+                box["v3_nodes"] = extension_nodes(entrypoint)
+            except BaseException as exc:
+                box["v3_error"] = exc
 
     def _purge(self, module_name: str) -> None:
         root = sys.modules.get(module_name)
@@ -227,7 +239,8 @@ class PluginManager:
         log.error("plugin %s failed to load: %s", source.name, report.error)
         self.registry.record_failed_pack(source.name, report.error or "failed", report.likely_nodes)
 
-    def _register(self, source: PackSource, module: Any, report: PackReport) -> None:
+    def _register(self, source: PackSource, module: Any, report: PackReport, *, v3_nodes: list[Any] | None = None,
+                  v3_error: BaseException | None = None) -> None:
         name = source.name
         src = SOURCE_PREFIX + name
         version = f"{name}@{report.signature}"
@@ -257,12 +270,39 @@ class PluginManager:
                     report.node_errors[repr(node_name)[:60]] = "node names must be non-empty text"
                     continue
                 try:
-                    cls = adapt_v1(node_name, v1_cls, display_name=display.get(node_name) if isinstance(
-                        display, dict) else None, pack=name, version=version, python_module=f"custom_nodes.{name}")
+                    if is_v3_node(v1_cls):  # ComfyUI accepts V3 classes in NODE_CLASS_MAPPINGS too
+                        cls = adapt_v3(v1_cls, node_id=node_name, pack=name, version=version,
+                                       python_module=f"custom_nodes.{name}")
+                    else:
+                        cls = adapt_v1(node_name, v1_cls, display_name=display.get(node_name) if isinstance(
+                            display, dict) else None, pack=name, version=version,
+                            python_module=f"custom_nodes.{name}")
                 except SchemaError as exc:
                     report.node_errors[node_name] = str(exc)
                     continue
+                except Exception as exc:  # a declaration no rule foresaw: this node only, never the pack
+                    report.node_errors[node_name] = f"cannot be adapted: {type(exc).__name__}: {exc}"
+                    continue
                 self._add(cls, node_name, report, src, ours=False)
+        if v3_error is not None:
+            report.status = FAILED
+            report.error = f"comfy_entrypoint() failed: {type(v3_error).__name__}: {v3_error}"
+            report.traceback = _pack_traceback(v3_error)
+            self._failed(source, report)
+            return
+        if v3_nodes is not None:
+            protocols.append("comfy_v3")
+            for node_cls in v3_nodes:
+                label = getattr(node_cls, "__name__", repr(node_cls))
+                try:
+                    cls = adapt_v3(node_cls, pack=name, version=version, python_module=f"custom_nodes.{name}")
+                except SchemaError as exc:
+                    report.node_errors[label] = str(exc)
+                    continue
+                except Exception as exc:  # a declaration no rule foresaw: this node only, never the pack
+                    report.node_errors[label] = f"cannot be adapted: {type(exc).__name__}: {exc}"
+                    continue
+                self._add(cls, label, report, src, ours=False)
         web = getattr(module, "WEB_DIRECTORY", None)
         if isinstance(web, str) and web:
             base = source.path if source.is_package else source.path.parent
@@ -277,7 +317,7 @@ class PluginManager:
         if not protocols and report.web_directory is None:
             report.status = FAILED
             report.error = ("the pack exports no nodes: set SUMIE_API = 1 and a NODES list (or, for a ComfyUI "
-                            "pack, NODE_CLASS_MAPPINGS)")
+                            "pack, NODE_CLASS_MAPPINGS or `async def comfy_entrypoint()`)")
             self._failed(source, report)
             return
         report.protocol = "+".join(protocols) or "web"

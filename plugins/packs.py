@@ -29,7 +29,7 @@ class PackReport:
     name: str
     path: str
     status: str = SKIPPED
-    protocol: str | None = None  # "sumie" | "comfy_v1" | "sumie+comfy_v1"
+    protocol: str | None = None  # "sumie", "comfy_v1", "comfy_v3", or several joined by "+"
     api_version: int | None = None
     module: str | None = None
     error: str | None = None
@@ -116,7 +116,7 @@ def scan_node_names(source: PackSource) -> list[str]:
     """Node names a pack's source declares, without running it (for a pack that failed to import).
 
     Finds the keys of `NODE_CLASS_MAPPINGS = {...}`, `NODE_CLASS_MAPPINGS["X"] = ...` and
-    `NODE_CLASS_MAPPINGS.update({...})`, and `node_type="X"` in our own schemas.
+    `NODE_CLASS_MAPPINGS.update({...})`, `node_type="X"` in our own schemas and `node_id="X"` in V3 ones.
     """
     names: dict[str, None] = {}
 
@@ -149,6 +149,7 @@ def scan_node_names(source: PackSource) -> list[str]:
                         and func.value.id == "NODE_CLASS_MAPPINGS" and node.args):
                     keys_of(node.args[0])
                 for kw in node.keywords:
-                    if kw.arg == "node_type" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                    if (kw.arg in ("node_type", "node_id") and isinstance(kw.value, ast.Constant)
+                            and isinstance(kw.value.value, str)):
                         names[kw.value.value] = None
     return list(names)

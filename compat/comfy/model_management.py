@@ -193,3 +193,68 @@ def interrupt_current_processing(value: bool = True) -> None:
     ctx = _runtime.context()
     if ctx is not None and value:
         ctx.interrupt.set("interrupted")
+
+
+# -- more of ComfyUI's queries packs make --------------------------------------------------------------
+def intermediate_dtype() -> Any:
+    return _torch().float32
+
+
+def get_torch_device_name(device: Any) -> str:
+    torch = _torch()
+    if is_device_cuda(device):
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    return str(getattr(device, "type", device))
+
+
+def cast_to(weight: Any, dtype: Any = None, device: Any = None, non_blocking: bool = False, copy: bool = False,
+            stream: Any = None) -> Any:
+    return weight.to(device=device, dtype=dtype, non_blocking=non_blocking, copy=copy)
+
+
+def cast_to_device_dtype(tensor: Any, device: Any, dtype: Any) -> Any:
+    return tensor.to(device=device, dtype=dtype)
+
+
+def free_memory(memory_required: int, device: Any, keep_loaded: Any = ()) -> None:
+    """The engine's model manager frees memory itself; emptying the cache is all that is left to do."""
+    soft_empty_cache()
+
+
+def raise_non_oom(exc: BaseException) -> None:
+    if not isinstance(exc, _torch().cuda.OutOfMemoryError):
+        raise exc
+
+
+def is_intel_xpu() -> bool:
+    return False
+
+
+def is_directml_enabled() -> bool:
+    return False
+
+
+directml_enabled = False
+
+
+def xformers_enabled() -> bool:
+    return False
+
+
+def pytorch_attention_enabled() -> bool:
+    return True
+
+
+def dtype_size(dtype: Any) -> int:
+    return _torch().empty((), dtype=dtype).element_size()
+
+
+def module_size(module: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OOM_EXCEPTION":  # torch's, without importing torch before a pack asks
+        return _torch().cuda.OutOfMemoryError
+    raise AttributeError(f"module 'comfy.model_management' has no attribute {name!r}: it is part of ComfyUI's "
+                         "model management, which Sumie's compatibility layer does not provide")

@@ -92,3 +92,47 @@ def state_dict_prefix_replace(state_dict: dict[str, Any], replace_prefix: dict[s
         for key in [k for k in state_dict if k.startswith(old)]:
             out[new + key[len(old):]] = state_dict.pop(key)
     return out
+
+
+# -- more of ComfyUI's helpers packs use ---------------------------------------------------------------
+def lanczos(samples: Any, width: int, height: int) -> Any:
+    """[B, C, H, W] resized with Lanczos (what common_upscale's "lanczos" does)."""
+    return common_upscale(samples, width, height, "lanczos", "disabled")
+
+
+def get_tiled_scale_steps(width: int, height: int, tile_x: int, tile_y: int, overlap: int) -> int:
+    """How many tiles a tiled pass over width x height takes (for progress bars)."""
+    import math
+
+    rows = 1 if height <= tile_y else math.ceil((height - overlap) / (tile_y - overlap))
+    cols = 1 if width <= tile_x else math.ceil((width - overlap) / (tile_x - overlap))
+    return rows * cols
+
+
+def save_torch_file(sd: dict[str, Any], ckpt: str, metadata: dict[str, str] | None = None) -> None:
+    """Write a state dict as .safetensors (the only format packs should write)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt), metadata=metadata)
+
+
+def get_attr(obj: Any, attr: str) -> Any:
+    """`obj.a.b.c` for attr "a.b.c" (module weights by their state-dict names)."""
+    for name in attr.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def set_attr(obj: Any, attr: str, value: Any) -> Any:
+    """Set `obj.a.b.c = value` for attr "a.b.c"; returns the value it replaced."""
+    *path, last = attr.split(".")
+    for name in path:
+        obj = getattr(obj, name)
+    previous = getattr(obj, last)
+    setattr(obj, last, value)
+    return previous
+
+
+def __getattr__(name: str) -> Any:
+    raise AttributeError(f"module 'comfy.utils' has no attribute {name!r}: Sumie's compatibility layer does not "
+                         "provide it")

@@ -151,6 +151,8 @@ async def test_plugins_lists_failures_and_a_workflow_using_a_failed_pack_is_told
         assert body["api_version"] == 1 and packs["example_pack"]["status"] == "loaded"
         assert packs["example_pack"]["web_directory"] == "/extensions/example_pack"
         assert "ExampleTintImage" in packs["example_pack"]["nodes"]
+        assert "ExampleWordCount" in packs["example_pack"]["nodes"]  # its V3 module
+        assert packs["example_pack"]["protocol"] == "sumie+comfy_v3"
         broken = packs["brokenpack"]
         assert broken["status"] == "failed" and "definitely_not_installed_module" in broken["error"]
         assert broken["likely_nodes"] == ["BrokenThing"] and broken["traceback"]

@@ -258,7 +258,8 @@ def test_the_shim_serves_comfy_names_to_packs_without_shadowing_ours(tmp_path):
                 return server.__name__
         """,
         "internal.py": "import comfy.sd\n",
-        "extras.py": "from comfy_extras.nodes_mask import MaskComposite\n",
+        "extras.py": "from comfy_extras.nodes_lt import LTXVAddGuide\n",
+        "extras_node.py": "from comfy_extras.nodes_mask import MaskComposite\n",  # a node this registry lacks
     }
     registry, manager = load(tmp_path, pack)
     assert manager.reports["shimmed"].status == "loaded", manager.reports["shimmed"].error
@@ -269,6 +270,7 @@ def test_the_shim_serves_comfy_names_to_packs_without_shadowing_ours(tmp_path):
     for name in ("internal", "extras"):
         report = manager.reports[name]
         assert report.status == "failed" and "part of ComfyUI" in report.error and "requirements" not in report.error
+    assert "this engine has no MaskComposite node" in manager.reports["extras_node"].error
     # Our own code still gets our packages, and no bare alias leaks into sys.modules.
     import server
 

@@ -1,0 +1,13 @@
+"""`comfy_extras.nodes_differential_diffusion`: differential diffusion, as the engine's built-in nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._facades import node_attribute
+
+NODES = {name: name for name in ("DifferentialDiffusion",)}
+
+
+def __getattr__(name: str) -> Any:
+    return node_attribute(__name__, NODES, name)

@@ -1,0 +1,15 @@
+"""`comfy_extras.nodes_images`: image batch, crop and animated-save nodes, as the engine's built-in nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._facades import node_attribute
+
+NODES = {name: name for name in (
+    "ImageCrop", "RepeatImageBatch", "ImageFromBatch", "SaveAnimatedWEBP", "SaveAnimatedPNG", "ImageStitch",
+    "GetImageSize")}
+
+
+def __getattr__(name: str) -> Any:
+    return node_attribute(__name__, NODES, name)
