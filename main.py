@@ -54,6 +54,8 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.animated",
     "nodes.sd.image_transform",
     "nodes.sd.controlnet_nodes",
+    "nodes.sd.merge_nodes",
+    "nodes.sd.model_save_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"
