@@ -26,7 +26,7 @@ WORKFLOW = {"nodes": [], "links": [], "version": 0.4}
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("save_checkpoints")
     return {f"{kind}_{seed}": write_random_checkpoint(folder / f"{kind}_{seed}.safetensors", kind, seed=seed)
-            for kind in ("sd1", "sdxl") for seed in (0, 1)}
+            for kind in ("sd1", "sd2_v", "sdxl") for seed in (0, 1)}
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -70,7 +70,7 @@ def test_an_unchanged_checkpoint_is_saved_as_the_file_it_came_from(tmp_path, fil
     assert meta.get("modelspec.architecture") == ("stable-diffusion-xl-v1-base" if kind == "sdxl" else None)
 
 
-@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+@pytest.mark.parametrize("kind", ["sd1", "sd2_v", "sdxl"])
 def test_a_merged_checkpoint_loads_back_and_samples_the_same_latent(tmp_path, files, kind):
     engine = SdEngine(tmp_path)
     engine.add("checkpoints", files[f"{kind}_0"], "one.safetensors")
@@ -84,6 +84,10 @@ def test_a_merged_checkpoint_loads_back_and_samples_the_same_latent(tmp_path, fi
     sample(g, model[0], clip[0])
     merged_latent, merged_cond = run(engine, g)
     saved = engine.folders.output / "checkpoints" / "merged_00001_.safetensors"
+    tensors, meta = read(saved)
+    v_prediction = kind == "sd2_v"
+    assert ("v_pred" in tensors) == v_prediction  # how ComfyUI marks v-prediction files
+    assert meta["modelspec.predict_key"] == ("v" if v_prediction else "epsilon")
     engine.add("checkpoints", saved, "merged.safetensors")
     g = GraphBuilder()
     back = g.node("CheckpointLoaderSimple", ckpt_name="merged.safetensors")
