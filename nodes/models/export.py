@@ -7,32 +7,52 @@ the result: `model.diffusion_model.*` (LDM U-Net names), `first_stage_model.*` (
 the random test checkpoints are written with (nodes/models/random_checkpoint.py), the inverse of
 what the loader undoes.
 
-The state dicts are views of the live modules: they are valid only inside the `with` block, where
-the patches are applied, and are meant to be written out there (nodes/models/safetensors_out.py).
+The state dicts are views of the live modules: they are valid only inside the `with` block and are
+meant to be written out there (nodes/models/safetensors_out.py). A patched U-Net weight is a
+`LazyTensor`, computed from the base (and, for a merge, the other model) only when it is written, so
+saving a merged model needs one weight's worth of extra memory at a time, not a second model; the
+text encoders (small) are patched for the duration of the block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Any
 
 import torch
 
-from .patching import patched
+from .patching import patched, patched_weight, steps_by_param
 from .random_checkpoint import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+from .safetensors_out import LazyTensor
 
 UNET_KEY_PREFIX = "model.diffusion_model."
 VAE_KEY_PREFIX = "first_stage_model."
 
 
-def _prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _prefixed(prefix: str, sd: dict[str, Any]) -> dict[str, Any]:
     return {prefix + k: v for k, v in sd.items()}
 
 
-def unet_state(model: Any) -> dict[str, torch.Tensor]:
-    """The U-Net's weights under their checkpoint names (as the module holds them now)."""
-    return _prefixed(UNET_KEY_PREFIX, unet_to_ldm(model.unet.state_dict(), dict(model.unet.config)))
+def unet_state(model: Any) -> dict[str, torch.Tensor | LazyTensor]:
+    """The U-Net's weights under their checkpoint names; patched ones are computed as they are written."""
+    steps = steps_by_param(model.patches, "unet")
+    params = dict(model.unet.named_parameters())
+    sd: dict[str, Any] = {}
+    for name, value in model.unet.state_dict().items():
+        if name in steps:
+            param = params[name]
+            sd[name] = LazyTensor(shape=param.shape, dtype=param.dtype,
+                                  produce=partial(_patched_value, param, tuple(steps[name])))
+        else:
+            sd[name] = value
+    return _prefixed(UNET_KEY_PREFIX, unet_to_ldm(sd, dict(model.unet.config)))
+
+
+def _patched_value(param: torch.nn.Parameter, steps: tuple[tuple[float, Any], ...]) -> torch.Tensor:
+    with torch.no_grad():
+        return patched_weight(param.data, steps)
 
 
 def vae_state(vae: Any) -> dict[str, torch.Tensor]:
@@ -73,11 +93,9 @@ def transformers_text_state(encoder: Any) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def patched_models(model: Any = None, clip: Any = None) -> Iterator[None]:
-    """Within the block the U-Net and text encoders compute with (and hold) their patched weights."""
+def patched_text_encoders(clip: Any = None) -> Iterator[None]:
+    """Within the block the text encoders compute with (and hold) their patched weights."""
     with ExitStack() as stack, torch.no_grad():
-        if model is not None:
-            stack.enter_context(patched(model.unet, model.patches, "unet"))
         if clip is not None:
             for spec, encoder in zip(clip.specs, clip.encoders, strict=True):
                 stack.enter_context(patched(encoder, clip.patches, spec.name))
@@ -85,11 +103,11 @@ def patched_models(model: Any = None, clip: Any = None) -> Iterator[None]:
 
 
 @contextmanager
-def checkpoint_state(model: Any = None, clip: Any = None, vae: Any = None) -> Iterator[dict[str, torch.Tensor]]:
+def checkpoint_state(model: Any = None, clip: Any = None, vae: Any = None) -> Iterator[dict[str, Any]]:
     """The whole checkpoint (any of its parts) in the original layout, patches applied, inside the block."""
     sdxl = model.is_sdxl if model is not None else (clip is not None and clip.kind.startswith("sdxl"))
-    with patched_models(model, clip):
-        sd: dict[str, torch.Tensor] = {}
+    with patched_text_encoders(clip):
+        sd: dict[str, Any] = {}
         if model is not None:
             sd |= unet_state(model)
         if vae is not None:
@@ -113,5 +131,5 @@ def checkpoint_metadata(model: Any, title: str) -> dict[str, str]:
     return meta
 
 
-__all__ = ["UNET_KEY_PREFIX", "VAE_KEY_PREFIX", "checkpoint_metadata", "checkpoint_state", "patched_models",
+__all__ = ["UNET_KEY_PREFIX", "VAE_KEY_PREFIX", "checkpoint_metadata", "checkpoint_state", "patched_text_encoders",
            "text_encoder_states", "transformers_text_state", "unet_state", "vae_state"]

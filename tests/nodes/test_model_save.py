@@ -4,17 +4,24 @@ round trips through our loaders (a merged model saved and loaded again samples t
 
 from __future__ import annotations
 
+import io
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load
 
 from graph.builder import GraphBuilder
+from nodes.models import export
+from nodes.models.manager import ModelManager
+from nodes.models.merging import merge_models, simple_weights
 from nodes.models.patching import patched
 from nodes.models.random_checkpoint import write_random_checkpoint
+from nodes.models.safetensors_out import write_safetensors
 from tests.support.sd_engine import SdEngine
 
 from .tiny_models import text_outputs, unet_output, vae_outputs
@@ -213,3 +220,31 @@ def test_save_node_schemas_match_comfyui():
         assert info["input"]["required"]["filename_prefix"][1]["default"] == prefix
         assert info["output"] == [] and info["output_node"] is True
         assert info["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+def test_saving_a_merge_computes_one_merged_weight_at_a_time(tmp_path, files, monkeypatch):
+    manager = ModelManager(device="cpu")
+    model1, _, _ = manager.load_checkpoint(files["sd1_0"])
+    model2, _, _ = manager.load_checkpoint(files["sd1_1"])
+    merged, _ = merge_models(model1, model2, simple_weights(0.5), name="t")
+    made: list[weakref.ref] = []
+    real = export._patched_value
+
+    def tracked(param: Any, steps: Any) -> torch.Tensor:
+        assert all(ref() is None for ref in made)  # the previous merged weight is gone already
+        value = real(param, steps)
+        made.append(weakref.ref(value))
+        return value
+
+    monkeypatch.setattr(export, "_patched_value", tracked)
+    pointers = [p.data_ptr() for p in model1.unet.parameters()]
+    buffer = io.BytesIO()
+    with export.checkpoint_state(merged) as tensors:
+        write_safetensors(buffer, tensors)
+    assert len(made) == len(pointers)  # every weight merged, none of model1's weights swapped
+    assert [p.data_ptr() for p in model1.unet.parameters()] == pointers
+    saved = load(buffer.getvalue())
+    with patched(model1.unet, merged.patches, "unet"):
+        expected = export.unet_state(model1)
+    assert sorted(saved) == sorted(expected)
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
