@@ -167,6 +167,18 @@ def test_merge_stacks_with_loras_in_node_order(manager, files):
     assert torch.equal(got_self[SOME[0]], w1[SOME[0]])
 
 
+def test_chained_merges_read_the_other_models_merged_weights(manager, files):
+    model_a, _, _ = handles(manager, files, "sd1_0")
+    model_b, _, _ = handles(manager, files, "sd1_1")
+    a, b = snapshot(model_a.unet), snapshot(model_b.unet)
+    inner, _ = merge_models(model_b, model_a, simple_weights(0.5), name="inner")  # 0.5 B + 0.5 A
+    outer, _ = merge_models(model_a, inner, simple_weights(0.5), name="outer")  # 0.5 A + 0.5 inner
+    got = params_while_patched(model_a.unet, outer.patches, "unet")
+    for name in SOME:
+        torch.testing.assert_close(got[name], 0.75 * a[name] + 0.25 * b[name], rtol=0, atol=1e-6)
+    assert all(torch.equal(p, b[n]) for n, p in model_b.unet.named_parameters())
+
+
 def test_clip_merge_covers_both_sdxl_encoders(manager, files):
     _, clip1, _ = handles(manager, files, "sdxl_0")
     _, clip2, _ = handles(manager, files, "sdxl_1")
