@@ -82,9 +82,11 @@ class CLIPSave(Node):
                 extra_pnginfo: Any = None) -> NodeResult:
         prefix = checked_prefix(filename_prefix, 0, 0, node="CLIPSave")
         metadata = {"format": "pt"} | latent_metadata(prompt, extra_pnginfo)
-        for spec, encoder in zip(clip.specs, clip.encoders, strict=True):
+        # One file per encoder, named after it as ComfyUI names them; each name must fit the folder too.
+        prefixes = [checked_prefix(f"{prefix}_{spec.name}", 0, 0, node="CLIPSave") for spec in clip.specs]
+        for spec, encoder, encoder_prefix in zip(clip.specs, clip.encoders, prefixes, strict=True):
             with patched(encoder, clip.patches, spec.name):
-                _write(ctx, "CLIPSave", f"{prefix}_{spec.name}", transformers_text_state(encoder), metadata)
+                _write(ctx, "CLIPSave", encoder_prefix, transformers_text_state(encoder), metadata)
         return NodeResult(result=())
 
 
