@@ -59,6 +59,8 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.model_sampling_nodes",
     "nodes.sd.token_patch_nodes",
     "nodes.sd.model_extra_nodes",
+    "nodes.sd.merge_nodes",
+    "nodes.sd.model_save_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"

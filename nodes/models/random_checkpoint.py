@@ -9,10 +9,8 @@ each tensor is drawn and written one at a time, so the weights are never all in 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from .safetensors_out import write_safetensors
 
 KINDS = ("sd1", "sd2", "sd2_v", "sd1_inpaint", "sdxl", "sdxl_refiner")
 SIZES = ("tiny", "small", "full")
@@ -332,9 +332,6 @@ def cast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Ten
 
 # --------------------------------------------------------------------------- writing
 
-_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
 _V_BIAS = re.compile(r"model\.diffusion_model\.output_blocks\.\d+\.1\.transformer_blocks\.0\.norm1\.bias")
 
 
@@ -356,24 +353,8 @@ def _draw(name: str, meta: torch.Tensor, generator: torch.Generator, kind: str) 
 def _save_safetensors(path: Path, sd: dict[str, torch.Tensor], make: Callable[[str, torch.Tensor], torch.Tensor],
                       dtype: torch.dtype) -> None:
     """Write a .safetensors file one tensor at a time (meta tensors are drawn by `make` just before)."""
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    out_dtypes: dict[str, torch.dtype] = {}
-    for name, tensor in sd.items():
-        out = dtype if tensor.is_floating_point() else tensor.dtype
-        out_dtypes[name] = out
-        size = tensor.numel() * torch.empty((), dtype=out).element_size()
-        header[name] = {"dtype": _ST_DTYPES[out], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
     with path.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(raw)))
-        handle.write(raw)
-        for name, tensor in sd.items():
-            value = make(name, tensor) if tensor.is_meta else tensor
-            value = value.to(out_dtypes[name]).contiguous().reshape(-1)
-            handle.write(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        write_safetensors(handle, sd, metadata={"format": "pt"}, dtype=dtype, make=make)
         handle.flush()
         os.fsync(handle.fileno())
 
