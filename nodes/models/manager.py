@@ -375,6 +375,11 @@ class ModelManager:
         with self._lock:
             return len(self._cache)
 
+    def loaded_files(self) -> list[str]:
+        """Paths of the files loaded and held now (a cluster worker reports its warm checkpoints from them)."""
+        with self._lock:
+            return sorted({path for _, paths, _ in self._cache for path in paths})
+
     # -- /system_stats -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """`pytorch_version` and the `devices` list of ComfyUI's /system_stats."""
