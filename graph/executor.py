@@ -380,7 +380,7 @@ class _Run:
                         ui.setdefault(k, []).extend(v)
                     else:
                         ui.setdefault(k, []).append(v)
-        limits = self.ex.limits
+        limits = self.executor.limits
         check_produced(out, ui, max_string_length=limits.max_string_length, max_ui_chars=limits.max_ui_chars)
         return CacheEntry(outputs=out, ui=ui)
 
