@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from graph import Executor, InterruptToken, RunRequest, parse_api_workflow
+from graph.sizing import system_memory
 
 from ..jobs import ERROR
 from ..relay import Relay, RunState
@@ -156,7 +157,7 @@ class WorkerRuntime:
         """For /queue and /system_stats: where it runs, its device and memory, warm models, current job."""
         system = self.executor.services.get("system")
         stats = dict(system.stats()) if system is not None and hasattr(system, "stats") else {}
-        devices = list(stats.get("devices", []))
+        devices = list(stats.get("devices", [])) or [_cpu_device()]
         with self._lock:
             current = self.current[0] if self.current is not None else None
         return {"id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "machine": platform.machine(),
@@ -166,6 +167,13 @@ class WorkerRuntime:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _cpu_device() -> dict[str, Any]:
+    """A worker without a model manager (no torch) still runs on this machine's CPU and memory."""
+    total, free = (size or 0 for size in system_memory())
+    return {"name": "cpu", "type": "cpu", "index": None, "vram_total": total, "vram_free": free,
+            "torch_vram_total": 0, "torch_vram_free": 0}
 
 
 def _unused(*_: Any) -> None:
