@@ -2,6 +2,7 @@
 # Create (or update) the project's virtual environment in .venv. Idempotent and quiet when up to date.
 # torch is pinned to the local CPU wheel first, so the rest of the install never pulls CUDA packages;
 # on a GPU machine set SUMIE_TORCH="torch==<version>+cu124" (or install torch yourself first).
+# SUMIE_EXTRAS="ray" also installs those optional extras of pyproject.toml (space-separated names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,17 +10,19 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.sumie-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$( (cat pyproject.toml scripts/setup.sh; echo "${SUMIE_EXTRAS:-}") | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q "${SUMIE_TORCH:-torch==2.13.0}"
   # The dependencies of pyproject.toml, plus the test tools; then the packages whose declared
   # dependencies must not be installed ([tool.sumie] no-deps: they would pull in torchvision).
   .venv/bin/python - <<'PYEOF'
+import os
 import tomllib
 doc = tomllib.load(open("pyproject.toml", "rb"))
 p = doc["project"]
-open(".venv/requirements.txt", "w").write("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]) + "\n")
+extras = [r for name in os.environ.get("SUMIE_EXTRAS", "").split() for r in p["optional-dependencies"][name]]
+open(".venv/requirements.txt", "w").write("\n".join(p["dependencies"] + p["optional-dependencies"]["test"] + extras) + "\n")
 open(".venv/requirements-nodeps.txt", "w").write("\n".join(doc["tool"]["sumie"]["no-deps"]) + "\n")
 PYEOF
   .venv/bin/python -m pip install -q -r .venv/requirements.txt

@@ -68,9 +68,9 @@ class WorkerRuntime:
         with self._lock:
             self.current = (job["prompt_id"], token)
         model = job_model(job["prompt"])
-        warm = self.warm_models()
-        if model is not None and model not in warm:
+        if model is not None and model not in self.warm_models():
             self.loads += 1
+            self._make_room()
         done: list[tuple[Any, ...]] = []
         thread = threading.Thread(target=self._execute, args=(job, token, relay, items, done),
                                   name=f"sumie-{self.worker_id}", daemon=True)
@@ -116,6 +116,15 @@ class WorkerRuntime:
         interrupted_for = token.reason if token.is_set else None
         done.append(("done", status, outputs, messages, relay.terminal, interrupted_for))
         items.put(("end",))
+
+    def _make_room(self) -> None:
+        """Before loading another checkpoint, unload the least recently used ones beyond capacity."""
+        manager = self.executor.services.get("models")
+        while len(self.recent_models) >= self.model_capacity:
+            evicted = self.recent_models.pop(0)
+            if manager is not None and hasattr(manager, "unload_file"):
+                self.executor.cache.clear()  # cached node outputs hold the model's handles too
+                manager.unload_file(evicted)
 
     def _remember(self, model: str | None) -> None:
         if model is None:
