@@ -57,6 +57,7 @@ class WorkerRuntime:
         self.jobs_run = 0
         self.current: tuple[str, InterruptToken] | None = None
         self._lock = threading.Lock()
+        self._busy = threading.Lock()  # held while a job runs: freeing memory waits for it, as in-process
 
     def run(self, job: dict[str, Any], *, previews: bool, job_timeout: float | None = None) -> Iterator[tuple]:
         """Run one job (prompt_id, client_id, prompt, extra_data, outputs_to_execute), yielding its stream."""
@@ -96,6 +97,7 @@ class WorkerRuntime:
     def _execute(self, job: dict[str, Any], token: InterruptToken, relay: Relay, items: queue.Queue,
                  done: list[tuple[Any, ...]]) -> None:
         outputs: dict[str, Any] = {}
+        self._busy.acquire()
         try:
             validation = self.executor.validate(parse_api_workflow(job["prompt"]), job["outputs_to_execute"])
             if not validation.ok:
@@ -110,6 +112,8 @@ class WorkerRuntime:
         except Exception as exc:  # an engine bug fails this job, never the worker
             relay.crashed(exc, traceback.format_exception(exc))
             status = ERROR
+        finally:
+            self._busy.release()
         messages = list(relay.history_messages)
         if relay.terminal is not None:
             messages.append(list(relay.terminal))
@@ -154,6 +158,11 @@ class WorkerRuntime:
         return True
 
     def free(self, unload_models: bool, free_memory: bool) -> None:
+        """POST /free on this worker, after the job it is running (no model vanishes mid-run)."""
+        with self._busy:
+            self._free(unload_models, free_memory)
+
+    def _free(self, unload_models: bool, free_memory: bool) -> None:
         if free_memory or unload_models:
             self.executor.cache.clear()
         if unload_models:
