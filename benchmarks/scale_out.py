@@ -141,7 +141,8 @@ class Bench:
         mix = [rng.choice(CHECKPOINTS) for _ in range(self.args.mixed)]
         before = await self.loads(client)
         start = time.perf_counter()
-        pids = [await self.submit(client, ckpt) for ckpt in mix]
+        # Longer jobs than the throughput run's, so the queue fills up behind the busy workers.
+        pids = [await self.submit(client, ckpt, steps=self.args.mixed_steps) for ckpt in mix]
         await self.wait_done(client, pids)
         return await self.loads(client) - before, time.perf_counter() - start
 
@@ -209,7 +210,8 @@ async def run(args: argparse.Namespace) -> None:
         bench = Bench(Path(tmp), args)
         cpus = args.worker_cpus
         print(f"{args.jobs} txt2img jobs, tiny SD1, {args.size}x{args.size}, {args.steps} steps; "
-              f"{cpus} core(s) per worker; machine has {os.cpu_count()} cores")
+              f"{cpus} core(s) per worker; machine has {os.cpu_count()} cores, load average "
+              f"{os.getloadavg()[0]:.1f} (other work competes for them)")
         async with bench.server(None) as client:
             inproc = await bench.throughput(client, 1)
         print(f"in-process worker:  {inproc:6.2f} jobs/s")
@@ -225,7 +227,7 @@ async def run(args: argparse.Namespace) -> None:
         rr_plan = WorkerPlan(mode="local", count=2, cpus_per_worker=cpus, model_capacity=1, routing="round-robin")
         async with bench.server(rr_plan) as client:
             rr_loads, rr_s = await bench.routing(client)
-        print(f"routing, {args.mixed} jobs over 3 checkpoints, 2 workers holding 1 each: affinity "
+        print(f"routing, {args.mixed} queued jobs over 3 checkpoints, 2 workers holding 1 each: affinity "
               f"{affinity_loads} loads ({affinity_s:.1f} s), round-robin {rr_loads} loads ({rr_s:.1f} s)")
         rng = random.Random(1)
         mix = [rng.choice(["a", "b", "c"]) for _ in range(200)]
@@ -246,6 +248,7 @@ def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--mixed", type=int, default=18, help="jobs of the routing run")
+    parser.add_argument("--mixed-steps", type=int, default=20, help="steps of the routing run's jobs")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--kill-steps", type=int, default=150, help="steps of the jobs killed mid-run")

@@ -243,6 +243,12 @@ class ClusterWorker(Worker):
                 if item.action == "worker_lost":
                     self._finished(job, None)
             self._lost(slot, reason)
+        except Exception:  # the call itself failed (a bug, a result that cannot be sent): not the job's fault
+            log.exception("job %s: running it on %s failed", job.prompt_id, slot.worker_id)
+            for item in self.store.release(job.prompt_id, lease, max_attempts=self.options.max_attempts,
+                                           reason="the call to the worker failed"):
+                if item.action == "worker_lost":
+                    self._finished(job, None)
         finally:
             self.runs.pop(job.prompt_id, None)
             self.hub.runs.pop(job.prompt_id, None)
