@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from graph.builder import GraphBuilder
 from server.app import create_app
 from server.cluster.pool import ClusterWorker
 from server.cluster.routing import AffinityRouter
@@ -16,7 +17,7 @@ from server.cluster.runtime import WorkerRuntime
 from server.options import ServerOptions
 from tests.server import cluster_nodes
 from tests.server import workflows as wf
-from tests.server.conftest import Env, until_done
+from tests.server.conftest import Env, receive_json, until_done
 
 
 class FakeBackend:
@@ -74,4 +75,30 @@ async def test_a_silent_worker_loses_its_lease_and_the_job_completes_once_elsewh
         assert len(backend.killed) == 1  # the silent worker was given up on and replaced
         queue = await (await client.get("/queue")).json()
         assert sum(w["restarts"] for w in queue["workers"]) == 1
+        await ws.close()
+
+
+async def test_a_client_reconnecting_mid_run_catches_up_on_a_worker_run(env: Env):
+    backend = FakeBackend(env, silent=0)
+    make_worker = functools.partial(ClusterWorker, backend=backend, router=AffinityRouter(), lease_s=5.0)
+    executor = backend.factory()
+    app = create_app(env.settings, executor.registry, executor, options=ServerOptions(), web_root=None,
+                     make_worker=make_worker)
+    g = GraphBuilder()
+    gate = g.node("FileGate", value=g.node("IntConst", value=1), tag="r")
+    g.node("Show", value=gate)
+    async with TestClient(TestServer(app)) as client:
+        await client.post("/prompt", json={"prompt": g.build(), "prompt_id": "r", "client_id": "c"})
+        temp = env.folders.temp
+        for _ in range(500):
+            if list(temp.glob("started_r_*")):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # a few progress reports
+        ws = await client.ws_connect("/ws?clientId=c")
+        caught_up = [await receive_json(ws) for _ in range(4)]
+        assert [m["type"] for m in caught_up] == ["status", "execution_start", "execution_cached", "executing"]
+        assert caught_up[3]["data"]["node"] == "2" and caught_up[3]["data"]["prompt_id"] == "r"
+        (temp / "release_r").write_text("go")
+        await until_done(ws, "r", timeout=20)
         await ws.close()
