@@ -11,6 +11,7 @@ wired together for the command the user asked for (the commands themselves live 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
@@ -25,6 +26,7 @@ from graph import Executor, Folders, NodeRegistry, make_cache
 from graph.limits import Limits
 from plugins.manager import PluginManager
 from server import cli as server_cli
+from server.cluster import cli as cluster_cli
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("sumie")
@@ -127,6 +129,14 @@ def build_executor(settings: Settings, registry: NodeRegistry) -> Executor:
                     services=build_services(settings), limits=settings.limits)
 
 
+def build_worker_executor(settings: Settings, plugins: PluginSettings) -> Executor:
+    """A cluster worker's executor, built in the worker's own process (server/cluster): the same nodes,
+    plugins and services as the server's, with its own model manager and cache."""
+    registry = build_registry(folders=settings.folders)
+    load_plugins(registry, plugins, folders=settings.folders)
+    return build_executor(settings, registry)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     def folder(name: str) -> Path:
         value = getattr(args, f"{name}_dir", None)
@@ -168,8 +178,17 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> int:
     ensure_demo_model(settings)
     registry = build_registry(folders=settings.folders)
     plugins = load_plugins(registry, plugin_settings_from(args), folders=settings.folders)
+    workers = cluster_cli.plan_from(args)
+    make_worker = None
+    if workers is not None:
+        from server.cluster import make_cluster_worker
+
+        # Pickled by reference to the importable `main` module (not __main__), for the worker processes.
+        factory = functools.partial(importlib.import_module("main").build_worker_executor, settings,
+                                    plugin_settings_from(args))
+        make_worker = functools.partial(make_cluster_worker, workers, factory)
     return server_app.serve(settings, registry, build_executor(settings, registry),
-                            options=server_cli.options_from(args), plugins=plugins)
+                            options=server_cli.options_from(args), plugins=plugins, make_worker=make_worker)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server import cli as server_cli
+from server.cluster import cli as cluster_cli
 
 
 def _folder_args(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload-plugins", action="store_true",
                        help="development: reload plugin packs whose files changed, between prompts")
     server_cli.add_arguments(serve)
+    cluster_cli.add_arguments(serve)
     run = sub.add_parser("run", help="run a saved workflow headlessly, without a server")
     run.add_argument("workflow", type=Path, help="a workflow: API or editor format .json, a POST /prompt body, or "
                      "a PNG/WebP with an embedded workflow")

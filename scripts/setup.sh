@@ -2,7 +2,7 @@
 # Create (or update) the project's virtual environment in .venv. Idempotent and quiet when up to date.
 # torch is pinned to the local CPU wheel first, so the rest of the install never pulls CUDA packages;
 # on a GPU machine set SUMIE_TORCH="torch==<version>+cu124" (or install torch yourself first).
-# SUMIE_EXTRAS="comfyui-frontend comfyui-templates" also installs those optional extras of pyproject.toml.
+# SUMIE_EXTRAS="comfyui-frontend ray" also installs those optional extras of pyproject.toml (space-separated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -173,9 +173,13 @@ async def post_run(request: web.Request) -> web.Response:
 
 # -- queue ---------------------------------------------------------------------------------------
 async def get_queue(request: web.Request) -> web.Response:
-    store = state_of(request).store
-    return web.json_response({"queue_running": [j.queue_item() for j in store.running()],
-                              "queue_pending": [j.queue_item() for j in store.pending()]})
+    state = state_of(request)
+    body: dict[str, Any] = {"queue_running": [j.queue_item() for j in state.store.running()],
+                            "queue_pending": [j.queue_item() for j in state.store.pending()]}
+    workers = state.worker.describe()
+    if workers is not None:  # several workers (server/cluster): which runs what, and what each holds
+        body["workers"] = workers
+    return web.json_response(body)
 
 
 async def post_queue(request: web.Request) -> web.Response:

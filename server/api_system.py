@@ -47,6 +47,11 @@ async def get_system_stats(request: web.Request) -> web.Response:
         system.update(stats)
     if state.system_info is not None:
         system.update(state.system_info())
+    workers = state.worker.describe()
+    if workers is not None:  # several workers: their devices are the devices, each named by its worker
+        devices = [{**d, "name": f"{w['id']}: {d.get('name')}", "worker": w["id"]}
+                   for w in workers for d in w.get("devices", ())]
+        system["workers"] = workers
     return web.json_response({"system": system, "devices": devices})
 
 

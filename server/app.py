@@ -33,11 +33,14 @@ EXIT_OK, EXIT_REFUSED, EXIT_BIND = 0, 2, 1
 def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, options: ServerOptions | None = None,
                system_info: Callable[[], Mapping[str, Any]] | None = None, web_root: Path | None = DEFAULT_WEB_ROOT,
                web_dirs: Mapping[str, Path] | None = None,
-               plugins: PluginReport | None = None) -> web.Application:
+               plugins: PluginReport | None = None,
+               make_worker: Callable[..., Worker] | None = None) -> web.Application:
     """Wire the store, hub and worker; the worker starts (after crash recovery) when the app starts.
 
     `plugins` is the plugin manager main.py loaded the packs with (GET /plugins, their web folders and
     routes, reloading); `web_dirs` adds web folders of its own (name -> folder, served at /extensions/).
+    `make_worker` replaces the in-process worker (called with store, executor, hub and options): main.py
+    passes server.cluster's, which runs jobs on worker actors.
     """
     options = options or ServerOptions()
     if options.web_root is not None:
@@ -47,7 +50,7 @@ def create_app(settings: Any, registry: NodeRegistry, executor: Executor, *, opt
                           client_max_size=max(options.max_json_bytes, options.max_upload_bytes) + 1024 * 1024)
     store = JobStore(Path(settings.folders.user) / JOB_DB_NAME)
     hub = Hub(capacity=options.ws_buffer, max_bytes=options.ws_buffer_bytes, queue_remaining=store.queue_remaining)
-    worker = Worker(store=store, executor=executor, hub=hub, options=options)
+    worker = (make_worker or Worker)(store=store, executor=executor, hub=hub, options=options)
     app[STATE] = ServerState(settings=settings, registry=registry, executor=executor, options=options, store=store,
                              hub=hub, worker=worker, web_root=web_root, web_dirs=dict(web_dirs or {}),
                              plugins=plugins, system_info=system_info)
@@ -90,7 +93,7 @@ def refuse_reason(listen: str, options: ServerOptions) -> str | None:
 
 
 def serve(settings: Any, registry: NodeRegistry, executor: Executor, options: ServerOptions | None = None, *,
-          plugins: PluginReport | None = None) -> int:
+          plugins: PluginReport | None = None, make_worker: Callable[..., Worker] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; the exit code for main.py."""
     options = options or ServerOptions()
     listen = getattr(settings, "listen", "127.0.0.1")
@@ -101,7 +104,11 @@ def serve(settings: Any, registry: NodeRegistry, executor: Executor, options: Se
         return EXIT_REFUSED
     for name in ("input", "output", "temp", "user", "models"):
         Path(getattr(settings.folders, name)).mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, registry, executor, options=options, plugins=plugins)
+    try:
+        app = create_app(settings, registry, executor, options=options, plugins=plugins, make_worker=make_worker)
+    except RuntimeError as exc:  # --workers asks for Ray and it is not installed
+        log.error("%s", exc)
+        return EXIT_REFUSED
     host = listen.strip("[]")
     shown = f"[{host}]" if ":" in host else host
     log.info("Sumie listening on http://%s:%d (%d node types)", shown, port, len(registry))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .leases import LeaseMixin, Recovered, add_lease_columns
 from .wire import dumps, wire_number
 
 log = logging.getLogger("sumie.jobs")
@@ -100,15 +101,10 @@ class Job:
         return None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Recovered:
-    prompt_id: str
-    action: str  # "requeued" | "worker_lost"
-    attempts: int
+class JobStore(LeaseMixin):
+    """Thread-safe (one connection behind a lock): the event loop and the run thread both use it.
 
-
-class JobStore:
-    """Thread-safe (one connection behind a lock): the event loop and the run thread both use it."""
+    Leases (server/leases.py) are how workers in other processes hold running jobs."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +116,7 @@ class JobStore:
         # switches to FULL for its commit (see add), so accepted work survives a power cut as well.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        add_lease_columns(self._db)
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(done_seq), 0) FROM jobs").fetchone()
         self._counter = int(row[0])
         self._done_counter = int(row[1])
@@ -171,15 +168,21 @@ class JobStore:
             return job
 
     def finish(self, prompt_id: str, *, status: str, outputs: dict[str, Any], messages: list[Any],
-               max_history: int | None = None) -> None:
+               max_history: int | None = None, lease: str | None = None) -> bool:
+        """Record the result; with `lease`, only while that lease still holds the job (False otherwise)."""
         with self._lock:
-            self._done_counter += 1
             self._db.execute("BEGIN")
             try:
-                self._db.execute(
-                    "UPDATE jobs SET state = ?, status = ?, outputs = ?, messages = ?, finished = ?, done_seq = ? "
-                    "WHERE prompt_id = ?",
-                    (DONE, status, dumps(outputs), dumps(messages), time.time(), self._done_counter, prompt_id))
+                changed = self._db.execute(
+                    "UPDATE jobs SET state = ?, status = ?, outputs = ?, messages = ?, finished = ?, done_seq = ?, "
+                    "lease_token = NULL, lease_expires = NULL WHERE prompt_id = ? AND (? IS NULL OR "
+                    "(state = 'running' AND lease_token = ?))",
+                    (DONE, status, dumps(outputs), dumps(messages), time.time(), self._done_counter + 1, prompt_id,
+                     lease, lease)).rowcount
+                if not changed and lease is not None:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._done_counter += 1
                 if max_history is not None:
                     self._db.execute(
                         "DELETE FROM jobs WHERE state = ? AND done_seq <= ("
@@ -189,6 +192,7 @@ class JobStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            return True
 
     def requeue(self, prompt_id: str, *, uncount_attempt: bool) -> None:
         """Put a running job back in front of the queue (a clean shutdown interrupted it)."""

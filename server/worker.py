@@ -194,6 +194,10 @@ class Worker:
         if system is not None and hasattr(system, "free"):
             system.free(unload_models=unload_models, free_memory=free_memory)
 
+    def describe(self) -> list[dict[str, Any]] | None:
+        """The workers, for /queue and /system_stats; None for this in-process one (the server is the worker)."""
+        return None
+
     def retry_after(self) -> int:
         """Seconds a client turned away by a full queue should wait: about one job's run time."""
         if not self.durations:

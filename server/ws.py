@@ -137,6 +137,7 @@ class Hub:
         self.running: RunState | None = None  # the run in progress, set by the worker: replayed on reconnect
         self.on_text: Callable[[Client, str], None] | None = None  # text a client sends (feature flags)
         self.scope_sid: Callable[[web.Request, str], str] | None = None
+        self.runs: dict[str, RunState] = {}  # runs in progress on cluster workers (server/cluster), the same
 
     def status_message(self, sid: str | None = None) -> str:
         data: dict = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
@@ -190,10 +191,10 @@ class Hub:
             await old.ws.close(code=WSCloseCode.GOING_AWAY, message=b"replaced by a new connection")
         self.clients[sid] = client
         client.offer(self.status_message(sid), droppable=False)
-        running = self.running
-        if running is not None and running.client_id == sid:  # reconnecting mid-run: catch up
-            for type_, data in running.replay():
-                self._offer(client, dumps({"type": type_, "data": data}), droppable=False)
+        for running in (self.running, *self.runs.values()):
+            if running is not None and running.client_id == sid:  # reconnecting mid-run: catch up
+                for type_, data in running.replay():
+                    self._offer(client, dumps({"type": type_, "data": data}), droppable=False)
         client.task = asyncio.get_running_loop().create_task(client.pump())
         try:
             async for msg in ws:

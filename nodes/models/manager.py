@@ -375,6 +375,21 @@ class ModelManager:
         with self._lock:
             return len(self._cache)
 
+    def loaded_files(self) -> list[str]:
+        """Paths of the files loaded and held now (a cluster worker reports its warm checkpoints from them)."""
+        with self._lock:
+            return sorted({path for _, paths, _ in self._cache for path in paths})
+
+    def unload_file(self, name: str) -> int:
+        """Forget every load of a file with this name (a cluster worker keeping only N checkpoints warm)."""
+        with self._lock:
+            keys = [k for k in self._cache if any(Path(p).name == Path(name).name for p in k[1])]
+            for key in keys:
+                self._drop(key)
+            if keys and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return len(keys)
+
     # -- /system_stats -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """`pytorch_version` and the `devices` list of ComfyUI's /system_stats."""
