@@ -59,6 +59,9 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.model_sampling_nodes",
     "nodes.sd.token_patch_nodes",
     "nodes.sd.model_extra_nodes",
+    "nodes.sd.clip_vision_nodes",
+    "nodes.sd.ipadapter_nodes",
+    "nodes.sd.ipadapter_image_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"
