@@ -46,7 +46,7 @@ def _schema(node_type: str, display: str, category: str, inputs: list[Any], outp
 def load_ipadapter(manager: Any, path: Path) -> IPAdapterModel:
     """An IPADAPTER of a file, cached by the model manager; its projection runs on the compute device."""
     def load(p: Path) -> tuple[IPAdapterModel, list[torch.nn.Module]]:
-        adapter = build_ipadapter(read_state_dict(p), p, dtype=manager.dtype)
+        adapter = build_ipadapter(read_state_dict(p, nested=True), p, dtype=manager.dtype)
         adapter = IPAdapterModel(projection=adapter.projection, kv=adapter.kv, plus=adapter.plus, source=p,
                                  manager=manager)
         return adapter, [adapter.projection]
