@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-ADDITION_KEYS = ("control",)
+ADDITION_KEYS = ("control", "unclip")  # ControlNets / T2I-Adapters; unCLIP image embeddings
 
 
 @dataclass(frozen=True, kw_only=True)
