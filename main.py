@@ -63,6 +63,7 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.ipadapter_nodes",
     "nodes.sd.ipadapter_image_nodes",
     "nodes.sd.unclip_nodes",
+    "nodes.sd.gligen_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"

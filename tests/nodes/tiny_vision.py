@@ -141,3 +141,35 @@ def style_state(width: int = VISION["hidden_size"], context: int = 32, tokens: i
                    f"{p}mlp.c_fc.bias": r(4 * width), f"{p}mlp.c_proj.weight": r(width, 4 * width),
                    f"{p}mlp.c_proj.bias": r(width)})
     return sd
+
+
+def gligen_state(unet: torch.nn.Module, key_dim: int, *, gates: float = 0.5, seed: int = 3) -> dict[str, torch.Tensor]:
+    """A GLIGEN file for `unet`: one fuser per transformer block under its LDM name, and the position net."""
+    from nodes.models.model_patches import block_of
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * 0.2
+
+    sd: dict[str, torch.Tensor] = {}
+    for name in unet.attn_processors:
+        if not name.endswith(".attn1.processor"):
+            continue
+        (kind, number), transformer = block_of(unet, name)
+        ldm = {"input": f"input_blocks.{number}.1", "middle": "middle_block.1", "output": f"output_blocks.{number}.1"}
+        p = f"model.diffusion_model.{ldm[kind]}.transformer_blocks.{transformer}.fuser."
+        dim = unet.get_submodule(name.removesuffix(".attn1.processor")).norm1.normalized_shape[0]
+        sd.update({f"{p}alpha_attn": torch.tensor(gates), f"{p}alpha_dense": torch.tensor(gates),
+                   f"{p}linear.weight": r(dim, key_dim), f"{p}linear.bias": r(dim),
+                   f"{p}attn.to_q.weight": r(dim, dim), f"{p}attn.to_k.weight": r(dim, dim),
+                   f"{p}attn.to_v.weight": r(dim, dim), f"{p}attn.to_out.0.weight": r(dim, dim),
+                   f"{p}attn.to_out.0.bias": r(dim), f"{p}ff.net.0.proj.weight": r(8 * dim, dim),
+                   f"{p}ff.net.0.proj.bias": r(8 * dim), f"{p}ff.net.2.weight": r(dim, 4 * dim),
+                   f"{p}ff.net.2.bias": r(dim), f"{p}norm1.weight": 1 + r(dim), f"{p}norm1.bias": r(dim),
+                   f"{p}norm2.weight": 1 + r(dim), f"{p}norm2.bias": r(dim)})
+    sd.update({"position_net.null_positive_feature": r(key_dim), "position_net.null_position_feature": r(64),
+               "position_net.linears.0.weight": r(512, key_dim + 64), "position_net.linears.0.bias": r(512),
+               "position_net.linears.2.weight": r(512, 512), "position_net.linears.2.bias": r(512),
+               "position_net.linears.4.weight": r(key_dim, 512), "position_net.linears.4.bias": r(key_dim)})
+    return sd
