@@ -175,6 +175,16 @@ def test_start_and_end_bound_where_it_acts(model, conds, vision, adapters):
     assert not torch.equal(run(early, conds, steps=1), base)
 
 
+def test_attention_mask_limits_where_it_acts(model, conds, vision, adapters):
+    base = run(model, conds)
+    hidden = advanced(model, adapters["plus"], vision, attn_mask=torch.zeros(1, 64, 64))
+    assert torch.equal(run(hidden, conds), base)  # masked out everywhere: exactly the base
+    half = torch.cat([torch.ones(1, 64, 32), torch.zeros(1, 64, 32)], dim=2)
+    everywhere = run(advanced(model, adapters["plus"], vision), conds)
+    left = run(advanced(model, adapters["plus"], vision, attn_mask=half), conds)
+    assert not torch.equal(left, base) and not torch.equal(left, everywhere)
+
+
 def test_stacked_adapters_both_act_and_keys_differ(model, conds, vision, adapters):
     from nodes.models.model_patches import fingerprint
 
