@@ -24,6 +24,7 @@ from nodes.models.weights_file import read_state_dict
 from nodes.sampling.ksampler import SamplingRequest, sample
 from nodes.sd.ipadapter_nodes import IPAdapterAdvanced, IPAdapterCombineEmbeds, IPAdapterEmbeds, IPAdapterEncoder
 
+from .tiny_models import SDXL_TIME_ID_WIDTH
 from .tiny_vision import cross_layers, ipadapter_state, save, tiny_vision, write_ipadapter, write_vision
 
 REQ = SamplingRequest(seed=3, steps=2, cfg=7.5, sampler_name="euler", scheduler="normal")
@@ -192,6 +193,21 @@ def test_stacked_adapters_both_act_and_keys_differ(model, conds, vision, adapter
     two = advanced(one, adapters["full"], vision, weight=0.5)
     assert not torch.equal(run(one, conds), run(two, conds))
     assert fingerprint(one) != fingerprint(two) != fingerprint(model)
+
+
+def test_sdxl_adapter_acts_and_leaves_the_base(tiny_file, vision, tmp_path):
+    xl = load_checkpoint(tiny_file("sdxl"))
+    model = ModelHandle(unet=xl.unet, kind="sdxl", sampling=ModelSampling.discrete(),
+                        latent_format=LatentFormat(scale_factor=xl.info.vae_scaling_factor))
+    gen = torch.Generator().manual_seed(0)
+    width = xl.unet.config.cross_attention_dim
+    pooled = xl.unet.config.projection_class_embeddings_input_dim - 6 * SDXL_TIME_ID_WIDTH
+    conds = tuple([[torch.randn(1, 7, width, generator=gen), {"pooled_output": torch.randn(1, pooled, generator=gen)}]]
+                  for _ in range(2))
+    path = write_ipadapter(tmp_path / "ip-adapter-plus_sdxl_vit-h.safetensors", xl.unet, "plus")
+    base = run(model, conds)
+    assert not torch.equal(run(advanced(model, build_ipadapter(read_state_dict(path), path), vision), conds), base)
+    assert torch.equal(run(model, conds), base)
 
 
 def test_weight_types_follow_the_pack_tables():
