@@ -62,6 +62,7 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.clip_vision_nodes",
     "nodes.sd.ipadapter_nodes",
     "nodes.sd.ipadapter_image_nodes",
+    "nodes.sd.ipadapter_style_nodes",
     "nodes.sd.unclip_nodes",
     "nodes.sd.gligen_nodes",
 )

@@ -121,25 +121,26 @@ def layer_weights(weight: float, weight_type: str, sdxl: bool, weight_compositio
 
     Indices count the U-Net's transformer blocks in execution order (SD1.5: 16, SDXL: 11); style sits
     in SDXL's output block 1 (index 6), composition in its input block 8 (index 3), SD1.5's in input
-    blocks 7/8 (indices 4/5).
+    blocks 7/8 (indices 4/5). `weight_composition` weighs the composition blocks of the style-and-
+    composition types (for "composition precise": the composition weight, `weight` the boost elsewhere).
     """
     w, wc = weight, weight_composition
+    sd1_style = (0, 1, 2, 3, 9, 10, 11, 12, 13, 14, 15)
     if weight_type == "style transfer":
-        return {6: w} if sdxl else {i: w for i in (0, 1, 2, 3, 9, 10, 11, 12, 13, 14, 15)}
+        return {6: w} if sdxl else dict.fromkeys(sd1_style, w)
     if weight_type == "composition":
         return {3: w} if sdxl else {4: w * 0.25, 5: w}
     if weight_type == "strong style transfer":
-        return ({i: w for i in (0, 1, 2, 4, 5, 6, 7, 8, 9, 10)} if sdxl
-                else {i: w for i in (0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)})
+        return (dict.fromkeys((0, 1, 2, 4, 5, 6, 7, 8, 9, 10), w) if sdxl
+                else dict.fromkeys((0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), w))
     if weight_type in ("style and composition", "style transfer precise"):
-        wc = wc if weight_type == "style and composition" else w
-        return {3: wc, 6: w} if sdxl else {**{i: w for i in (0, 1, 2, 3, 9, 10, 11, 12, 13, 14, 15)},
-                                           4: wc * 0.25, 5: wc}
+        return {3: wc, 6: w} if sdxl else {**dict.fromkeys(sd1_style, w), 4: wc * 0.25, 5: wc}
+    if weight_type == "strong style and composition":
+        return {**dict.fromkeys(range(11), w), 3: wc} if sdxl else {**dict.fromkeys(range(16), w), 4: wc, 5: wc}
     if weight_type == "composition precise":
         if sdxl:
-            return {**{i: w * 0.1 for i in range(11)}, 3: w, 6: w}
-        return {**{i: w for i in (0, 1, 2, 3, 9, 10, 11, 12, 13, 14, 15)}, 4: w * 0.25, 5: w,
-                6: w * 0.1, 7: w * 0.1, 8: w * 0.1}
+            return {**dict.fromkeys(range(11), w * 0.1), 3: wc, 6: w}
+        return {**dict.fromkeys(sd1_style, w), 4: wc * 0.25, 5: wc, 6: w * 0.1, 7: w * 0.1, 8: w * 0.1}
     return None
 
 

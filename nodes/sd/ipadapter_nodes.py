@@ -26,6 +26,7 @@ from nodes.models.ipadapter import (
     IPAdapterModel,
     IPAdapterPatch,
     build_ipadapter,
+    layer_weights,
     project,
 )
 from nodes.models.weights_file import read_state_dict
@@ -164,9 +165,15 @@ def _to_size(t: torch.Tensor, size: int) -> torch.Tensor:
 def apply_ipadapter(model: Any, adapter: IPAdapterModel, cond: torch.Tensor, uncond: torch.Tensor, *,
                     weight: float, weight_type: str, start_at: float, end_at: float, combine_embeds: str = "concat",
                     embeds_scaling: str = "V only", attn_mask: torch.Tensor | None = None,
-                    weight_composition: float = 1.0) -> Any:
-    """The MODEL with one more IP-Adapter patch (the model itself when the weight is 0: exactly the base)."""
-    if weight == 0:
+                    weight_composition: float | None = None, composition: torch.Tensor | None = None) -> Any:
+    """The MODEL with one more IP-Adapter patch (the model itself when every weight is 0: exactly the base).
+
+    `weight_composition` defaults to `weight` for the precise types and 1 otherwise, as the pack does;
+    `composition` are the embeddings of a separate composition image (style and composition)."""
+    if weight_composition is None:
+        weight_composition = weight if weight_type.endswith("precise") else 1.0
+    per_layer = layer_weights(weight, weight_type, model.is_sdxl, weight_composition)
+    if (per_layer is None and weight == 0) or (per_layer is not None and not any(per_layer.values())):
         return model
     uncond = _to_size(uncond, cond.shape[0])
     if combine_embeds != "concat" and cond.shape[0] > 1:
@@ -174,11 +181,17 @@ def apply_ipadapter(model: Any, adapter: IPAdapterModel, cond: torch.Tensor, unc
     device = model.manager.device if model.manager is not None else torch.device("cpu")
     tokens, negative = project(adapter, cond, device), project(adapter, uncond, device)
     mask = None if attn_mask is None else (attn_mask[None] if attn_mask.ndim == 2 else attn_mask).float()
+    alt = None
+    if composition is not None:
+        if combine_embeds != "concat" and composition.shape[0] > 1:
+            composition = combine(composition, combine_embeds)
+        alt = project(adapter, composition, device)
+        alt = alt.reshape(1, -1, alt.shape[-1])
     patch = IPAdapterPatch(
         adapter=adapter, cond=tokens.reshape(1, -1, tokens.shape[-1]), uncond=negative.reshape(1, -1, tokens.shape[-1]),
         weight=float(weight), weight_type=weight_type, sdxl=model.is_sdxl, embeds_scaling=embeds_scaling,
         sigma_start=model.sampling.percent_to_sigma(start_at), sigma_end=model.sampling.percent_to_sigma(end_at),
-        weight_composition=weight_composition, mask=mask)
+        weight_composition=weight_composition, mask=mask, cond_alt=alt)
     return model.with_patches(patch)
 
 
