@@ -276,3 +276,41 @@ def test_the_ipadapter_example_runs_and_the_adapter_acts(tmp_path, tiny_file, sd
     assert with_ip.shape == without.shape and not np.array_equal(with_ip, without)
     registry = main.build_registry(folders=None)
     assert {n["class_type"] for n in json.loads(EXAMPLE.read_text()).values()} <= set(registry.names())
+
+
+def _resampler(raw: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The plus models' Resampler written out from its published definition (perceiver attention + FF)."""
+    p = {k.removeprefix("image_proj."): v for k, v in raw.items() if k.startswith("image_proj.")}
+    dim = p["latents"].shape[-1]
+    x = F.linear(x, p["proj_in.weight"], p["proj_in.bias"])
+    latents = p["latents"].expand(x.shape[0], -1, -1)
+    for n in range(4):
+        a = f"layers.{n}.0."
+        xs = F.layer_norm(x, (dim,), p[a + "norm1.weight"], p[a + "norm1.bias"])
+        ls = F.layer_norm(latents, (dim,), p[a + "norm2.weight"], p[a + "norm2.bias"])
+        q = F.linear(ls, p[a + "to_q.weight"])
+        k, v = F.linear(torch.cat([xs, ls], dim=1), p[a + "to_kv.weight"]).chunk(2, dim=-1)
+        heads = q.shape[-1] // 64
+        out = _mha(q, k, v, heads)
+        latents = F.linear(out, p[a + "to_out.weight"]) + latents
+        f = f"layers.{n}.1."
+        h = F.layer_norm(latents, (dim,), p[f + "0.weight"], p[f + "0.bias"])
+        latents = F.linear(F.gelu(F.linear(h, p[f + "1.weight"])), p[f + "3.weight"]) + latents
+    out = F.linear(latents, p["proj_out.weight"], p["proj_out.bias"])
+    return F.layer_norm(out, (out.shape[-1],), p["norm_out.weight"], p["norm_out.bias"])
+
+
+def test_plus_projection_equals_the_resampler_formula(sd1, adapters):
+    raw = ipadapter_state(sd1.unet, "plus")
+    x = torch.randn(2, 17, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(adapters["plus"].projection(x), _resampler(raw, x), rtol=1e-4, atol=1e-5)
+
+
+def test_full_face_projection_equals_its_mlp(sd1, adapters):
+    p = {k.removeprefix("image_proj."): v for k, v in ipadapter_state(sd1.unet, "full").items()}
+    x = torch.randn(2, 17, 64, generator=torch.Generator().manual_seed(6))
+    h = F.linear(F.gelu(F.linear(x, p["proj.0.weight"], p["proj.0.bias"])), p["proj.2.weight"], p["proj.2.bias"])
+    expected = F.layer_norm(h, (h.shape[-1],), p["proj.3.weight"], p["proj.3.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(adapters["full"].projection(x), expected, rtol=1e-5, atol=1e-6)
