@@ -63,6 +63,12 @@ BUILTIN_NODE_MODULES = (
     "nodes.sd.model_extra_nodes",
     "nodes.sd.merge_nodes",
     "nodes.sd.model_save_nodes",
+    "nodes.sd.clip_vision_nodes",
+    "nodes.sd.ipadapter_nodes",
+    "nodes.sd.ipadapter_image_nodes",
+    "nodes.sd.ipadapter_style_nodes",
+    "nodes.sd.unclip_nodes",
+    "nodes.sd.gligen_nodes",
 )
 
 PLUGINS_DIR = ROOT / "custom_nodes"

@@ -98,7 +98,7 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "diffusers": ("diffusers",), "vae_approx": ("vae_approx",), "controlnet": ("controlnet", "t2i_adapter"),
     "gligen": ("gligen",), "upscale_models": ("upscale_models",), "hypernetworks": ("hypernetworks",),
     "photomaker": ("photomaker",), "classifiers": ("classifiers",), "model_patches": ("model_patches",),
-    "audio_encoders": ("audio_encoders",),
+    "audio_encoders": ("audio_encoders",), "ipadapter": ("ipadapter",),
 }
 MODEL_KINDS = tuple(KIND_FOLDERS)
 

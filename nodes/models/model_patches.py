@@ -210,11 +210,13 @@ NO_PATCHES = ActivePatches()  # the guider of a model used outside `applied`: pl
 
 
 @contextmanager
-def applied(model: Any) -> Iterator[ActivePatches]:
-    """Within the block the model's U-Net computes with all its patches; afterwards exactly as before."""
+def applied(model: Any, extra: Sequence[ModelPatch] = ()) -> Iterator[ActivePatches]:
+    """Within the block the model's U-Net computes with all its patches; afterwards exactly as before.
+
+    `extra`: patches that come with the conditioning rather than the model (GLIGEN), for this use only."""
     unet = model.unet
     active = ActivePatches(unet)
-    for patch in model.patches:
+    for patch in (*model.patches, *extra):
         if isinstance(patch, ModelPatch):
             patch.install(active)
     with patched(unet, model.patches, "unet"), ExitStack() as stack:

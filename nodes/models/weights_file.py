@@ -71,7 +71,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(path, f"cannot read safetensors file: {exc}") from None
 
 
-def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+def _read_pickle(path: Path, nested: bool = False) -> dict[str, torch.Tensor]:
     try:
         # Zip-format files (torch >= 1.6) can be memory-mapped; the legacy format cannot.
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
@@ -94,7 +94,13 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict):
         raise ModelLoadError(path, f"holds a {type(obj).__name__}; expected a dict of tensors")
-    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    out = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if nested:  # files that group their parts in dicts (IP-Adapter .bin: image_proj / ip_adapter)
+        for k, v in obj.items():
+            if isinstance(k, str) and isinstance(v, dict):
+                out.update({f"{k}.{sub}": t for sub, t in v.items()
+                            if isinstance(sub, str) and isinstance(t, torch.Tensor)})
+    return out
 
 
 def _what(path: Path, exc: BaseException) -> str:
@@ -109,8 +115,10 @@ def _what(path: Path, exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, *, nested: bool = False) -> dict[str, torch.Tensor]:
     """All tensors in a weights file, on the CPU in the file's dtype; raises ``ModelLoadError``.
+
+    ``nested``: a pickle's dicts of tensors are read too, their keys prefixed with the dict's name.
 
     Whatever goes wrong inside a reader, the error names the file: a broken download must never
     surface as a bare KeyError or RecursionError.
@@ -122,7 +130,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if suffix in SAFETENSORS_SUFFIXES:
         sd = _guarded(_read_safetensors, path)
     elif suffix in PICKLE_SUFFIXES:
-        sd = _guarded(_read_pickle, path)
+        sd = _guarded(lambda p: _read_pickle(p, nested), path)
     else:
         raise ModelLoadError(path, f"unsupported file type {suffix or '(none)'!r}; expected .safetensors "
                                    "or a weights-only .ckpt/.pt/.pth/.bin")

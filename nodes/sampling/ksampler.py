@@ -29,7 +29,7 @@ from .noise import BrownianNoise, GaussianNoise, initial_noise
 from .samplers import BROWNIAN, get_sampler
 from .schedules import schedule
 from .steps import Stepper
-from .unet_additions import addition_modules
+from .unet_additions import addition_modules, conditioning_patches
 
 ProgressFn = Callable[[int, int, Any], None]
 
@@ -149,7 +149,7 @@ def run_sampling(*, noise: NoiseSpec, guider: GuiderSpec, sampler: SamplerChoice
     manager = model.manager
     extra = addition_modules(guider.positive, guider.negative)  # ControlNets etc. join the U-Net on the device
     placement = manager.use(model.unet, *extra) if manager is not None else nullcontext(None)
-    with placement as device, applied(model) as patches:
+    with placement as device, applied(model, conditioning_patches(guider.positive, guider.negative)) as patches:
         if device is None:
             device = next(model.unet.parameters()).device
         return _run(guider, noise, sampler, latent, sigmas, progress, device, patches)

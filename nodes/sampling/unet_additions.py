@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-ADDITION_KEYS = ("control",)
+ADDITION_KEYS = ("control", "unclip", "gligen")  # ControlNets / T2I-Adapters, unCLIP embeddings, GLIGEN boxes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +61,21 @@ def addition_modules(*conditionings: Sequence[Any] | None) -> list[torch.nn.Modu
     return list(seen.values())
 
 
+def conditioning_patches(*conditionings: Sequence[Any] | None) -> list[Any]:
+    """Model patches the additions of these CONDITIONING lists need while sampling (an addition's optional
+    `model_patch()`; GLIGEN's fusers), one per distinct patch."""
+    seen: dict[Any, Any] = {}
+    for conditioning in conditionings:
+        for item in conditioning or ():
+            options = item[1] if len(item) > 1 else {}
+            for addition in additions_of(options):
+                make = getattr(addition, "model_patch", None)
+                patch = make() if make is not None else None
+                if patch is not None:
+                    seen.setdefault(patch.key, patch)
+    return list(seen.values())
+
+
 def add_residuals(a: Any, b: Any) -> Any:
     """Sum two contributions of the same kind: tensors add, lists/tuples add elementwise."""
     if a is None:
@@ -84,4 +99,4 @@ def merge_kwargs(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = ["ADDITION_KEYS", "PreparedAddition", "UNetAddition", "UNetCall", "add_residuals", "addition_modules",
-           "additions_of", "merge_kwargs"]
+           "additions_of", "conditioning_patches", "merge_kwargs"]
