@@ -167,6 +167,15 @@ def test_subgraphs_are_expanded(reg):
     assert conv.prompt["3"]["inputs"] == {"value": ["2:1", 0]}
 
 
+def test_files_without_subgraphs_may_say_definitions_null(reg):
+    """The editor writes `"definitions": null` when a graph has no subgraphs; such a file converts."""
+    wf = ui([node(1, "IntConst", widgets=[5], outputs=[out("INT", "INT", [1])]),
+             node(2, "Show", inputs=[sock("value", "*", 1)])], [[1, 1, 0, 2, 0, "INT"]], definitions=None)
+    conv = convert_ui_workflow(wf, reg)
+    assert conv.ok, conv.messages()
+    assert conv.prompt["2"]["inputs"] == {"value": ["1", 0]}
+
+
 def test_converted_prompt_runs_like_the_api_prompt_written_directly(reg, executor):
     wf = ui([node(1, "PrimitiveNode", widgets=[4, "fixed"], outputs=[out("INT", "INT", [1])]),
              node(2, "Add", inputs=[sock("a", "INT", 1, widget=True)], widgets=[0, 6],
