@@ -20,11 +20,6 @@ from .tiny_controlnets import tiny_adapter, tiny_controlnet, write_adapter, writ
 
 
 @pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
-@pytest.fixture(scope="module")
 def conds(sd1):
     return embeddings(sd1, "a photo of a cat", "blurry")
 

@@ -22,11 +22,6 @@ def handle(ckpt, sampling: ModelSampling | None = None) -> ModelHandle:
                        latent_format=LatentFormat(scale_factor=ckpt.info.vae_scaling_factor))
 
 
-@pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
 def embeddings(ckpt, *prompts):
     tok = load_clip_tokenizer()
     out = []
