@@ -60,7 +60,7 @@ def _check(kind: str, size: str) -> None:
         raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
 
 
-def _perturb(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
+def perturb(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
     """Make every weight distinct (default inits leave norms at 1/0, which would hide swaps)."""
     with torch.no_grad():
         for param in module.parameters():
@@ -172,7 +172,7 @@ def random_models(kind: str, size: str = "tiny", seed: int = 0, *, meta: bool | 
         torch.manual_seed(seed + index)
         models = _build(kind, size)
     for module in (models.unet, models.vae, *models.text_encoders):
-        _perturb(module, generator)
+        perturb(module, generator)
     with torch.no_grad():  # the SD2 v-prediction heuristic reads the spread of the last norm1 bias
         spread = 0.2 if kind == "sd2_v" else 0.02
         for name, param in models.unet.named_parameters():
@@ -388,6 +388,6 @@ def write_state_dict(path: str | Path, sd: dict[str, torch.Tensor], *, dtype: to
     return path
 
 
-__all__ = ["KINDS", "SIZES", "TinyModels", "cast", "clip_to_ldm", "ldm_state_dict", "open_clip_to_ldm",
+__all__ = ["KINDS", "SIZES", "TinyModels", "cast", "clip_to_ldm", "ldm_state_dict", "open_clip_to_ldm", "perturb",
            "random_models", "unet_config", "unet_to_ldm", "vae_config", "vae_to_ldm", "write_random_checkpoint",
            "write_state_dict"]

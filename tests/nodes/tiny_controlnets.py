@@ -15,25 +15,18 @@ import torch
 from diffusers import ControlNetModel, T2IAdapter
 from safetensors.torch import save_file
 
-from nodes.models.random_checkpoint import unet_to_ldm
+from nodes.models.random_checkpoint import perturb, unet_to_ldm
 
 from .tiny_models import tiny_models
 
 EMBEDDING = (8, 8, 16, 16)  # three stride-2 steps: hint at 8x the latent size, as real files
 
 
-def _perturb(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.add_(torch.randn(param.shape, generator=gen) * scale)
-
-
 def tiny_controlnet(kind: str = "sd1", seed: int = 0, *, zero: bool = False) -> ControlNetModel:
     """A ControlNet for the tiny `kind` U-Net; `zero=True` keeps the zero convolutions at zero."""
     unet = tiny_models(kind).unet
     net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=EMBEDDING).eval()
-    _perturb(net, seed)
+    perturb(net, torch.Generator().manual_seed(seed))
     if zero:
         with torch.no_grad():
             for name, param in net.named_parameters():
@@ -117,7 +110,7 @@ def tiny_adapter(kind: str = "full", seed: int = 0, in_channels: int = 3) -> T2I
     else:
         adapter = T2IAdapter(in_channels=in_channels, channels=[32, 64], num_res_blocks=2, downscale_factor=8,
                              adapter_type="full_adapter")
-    _perturb(adapter.eval(), seed, scale=0.2)
+    perturb(adapter.eval(), torch.Generator().manual_seed(seed), scale=0.2)
     return adapter
 
 
