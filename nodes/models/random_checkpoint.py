@@ -20,6 +20,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from .ldm_names import RESNET_NAMES, UNET_FIXED_NAMES
 from .safetensors_out import write_safetensors
 
 KINDS = ("sd1", "sd2", "sd2_v", "sd1_inpaint", "sdxl", "sdxl_refiner")
@@ -183,17 +184,15 @@ def random_models(kind: str, size: str = "tiny", seed: int = 0, *, meta: bool | 
 
 # --------------------------------------------------------------------------- diffusers → LDM keys
 
-_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
-           ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
-_UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+# diffusers -> LDM: the names a ControlNet shares, reversed, and the output head only a U-Net has.
+_UNET_FIXED = {diffusers: ldm for ldm, diffusers in UNET_FIXED_NAMES.items()}
+_UNET_FIXED |= {"conv_norm_out": "out.0", "conv_out": "out.2"}
 
 
 def _resnet(rest: str) -> str:
-    for new, old in _RESNET:
-        if rest.startswith(new + "."):
-            return old + rest[len(new):]
+    for ldm, diffusers in RESNET_NAMES:
+        if rest.startswith(diffusers + "."):
+            return ldm + rest[len(diffusers):]
     raise KeyError(rest)
 
 
