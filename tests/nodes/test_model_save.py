@@ -22,6 +22,7 @@ from nodes.models.merging import merge_models, simple_weights
 from nodes.models.patching import patched
 from nodes.models.random_checkpoint import write_random_checkpoint
 from nodes.models.safetensors_out import write_safetensors
+from tests.support.keep import kept_values
 from tests.support.sd_engine import SdEngine, sample_a_fox
 
 from .tiny_models import text_outputs, unet_output, vae_outputs
@@ -42,10 +43,7 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def run(engine: SdEngine, g: GraphBuilder) -> list[Any]:
-    engine.kept.clear()
-    outcome = engine.run(g.build(), extra_data={"extra_pnginfo": {"workflow": WORKFLOW}})
-    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-    return list(engine.kept)
+    return kept_values(engine, g, extra_data={"extra_pnginfo": {"workflow": WORKFLOW}})
 
 
 def sample(g: GraphBuilder, model: Any, clip: Any) -> None:
