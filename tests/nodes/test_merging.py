@@ -25,6 +25,7 @@ from nodes.models.merging import (
 )
 from nodes.models.patching import patched
 from nodes.models.random_checkpoint import write_random_checkpoint
+from tests.support.keep import kept_values
 from tests.support.sd_engine import SdEngine, sample_a_fox
 
 
@@ -221,10 +222,7 @@ def merged_latent(engine: SdEngine, node: str, **inputs: Any) -> torch.Tensor:
 
 
 def run_latent(engine: SdEngine, g: GraphBuilder) -> torch.Tensor:
-    engine.kept.clear()
-    outcome = engine.run(g.build())
-    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-    return engine.kept[0]["samples"]
+    return kept_values(engine, g)[0]["samples"]
 
 
 def test_merge_nodes_in_a_workflow(tmp_path, files):
