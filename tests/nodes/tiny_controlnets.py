@@ -58,6 +58,20 @@ def controlnet_to_ldm(net: ControlNetModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def _sd1_unet_ldm() -> dict[str, torch.Tensor]:
+    """The tiny SD1 U-Net under its original (LDM) names: what "diff" files and control-LoRAs build on."""
+    unet = tiny_models("sd1").unet
+    return unet_to_ldm(dict(unet.state_dict()), dict(unet.config))
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """A pickle for `.pth` names (as older releases ship), safetensors otherwise."""
+    if Path(path).suffix == ".pth":
+        torch.save(sd, path)
+    else:
+        save_file(sd, str(path))
+
+
 def write_controlnet(path: Path, net: ControlNetModel, layout: str = "ldm") -> Path:
     """layout: "diffusers", "ldm" (control_model.*), "ldm_bare", "diff" (differences to the U-Net)."""
     path = Path(path)
@@ -67,23 +81,20 @@ def write_controlnet(path: Path, net: ControlNetModel, layout: str = "ldm") -> P
     else:
         ldm = controlnet_to_ldm(net)
         if layout == "diff":
-            base = unet_to_ldm(dict(tiny_models("sd1").unet.state_dict()), dict(tiny_models("sd1").unet.config))
+            base = _sd1_unet_ldm()
             ldm = {k: v - base[k] if k in base else v for k, v in ldm.items()}
         prefix = "" if layout == "ldm_bare" else "control_model."
         sd = {prefix + k: v.contiguous() for k, v in ldm.items()}
         if layout == "diff":
             sd["difference"] = torch.tensor([])
-    if path.suffix == ".pth":
-        torch.save(sd, path)
-    else:
-        save_file(sd, str(path))
+    _save(sd, path)
     return path
 
 
 def write_control_lora(path: Path, net: ControlNetModel, rank: int = 2, seed: int = 3) -> tuple[Path, dict]:
     """A control-LoRA: the ControlNet-only parts in full, one attention projection as up/down, the rest
     left to the U-Net. Returns the path and the LDM-named weights the ControlNet should end up with."""
-    base = unet_to_ldm(dict(tiny_models("sd1").unet.state_dict()), dict(tiny_models("sd1").unet.config))
+    base = _sd1_unet_ldm()
     ldm = controlnet_to_ldm(net)
     gen = torch.Generator().manual_seed(seed)
     file: dict[str, torch.Tensor] = {"lora_controlnet": torch.tensor([])}
@@ -129,8 +140,5 @@ def write_adapter(path: Path, adapter: T2IAdapter, layout: str = "original") -> 
                 key = re.sub(r"body\.(\d+)\.in_conv\.", lambda m: f"body.{2 * int(m[1])}.in_conv.", key)
             out[key] = value
         sd = out
-    if Path(path).suffix == ".pth":
-        torch.save(sd, path)
-    else:
-        save_file(sd, str(path))
+    _save(sd, path)
     return path
