@@ -238,6 +238,18 @@ def _fit(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs if any_kw else {k: v for k, v in kwargs.items() if k in names}
 
 
+def validation_verdict(verdict: Any, class_type: str, hook: str) -> bool | str:
+    """A pack's validation answer as our `validate_inputs` gives it: True, or the message to show.
+
+    False and None are refusals without a reason; anything else is the reason, as text.
+    """
+    if verdict is True:
+        return True
+    if verdict is False or verdict is None:
+        return f"{class_type}: {hook} rejected the inputs"
+    return str(verdict)
+
+
 def _is_class_level(cls: type, attr: str) -> bool:
     return isinstance(inspect.getattr_static(cls, attr, None), (classmethod, staticmethod))
 
@@ -425,11 +437,7 @@ def adapt_v1(class_type: str, v1_cls: type, *, display_name: str | None = None, 
             if as_list and isinstance(verdict, list):
                 bad = [v for v in verdict if v is not True]
                 verdict = True if not bad else bad[0]
-            if verdict is True:
-                return True
-            if verdict is False or verdict is None:
-                return f"{class_type}: VALIDATE_INPUTS rejected the inputs"
-            return str(verdict)
+            return validation_verdict(verdict, class_type, "VALIDATE_INPUTS")
         body["validate_inputs"] = validate_inputs
 
     if lazy_names:

@@ -34,7 +34,7 @@ from graph.errors import SchemaError
 from graph.node import Node, NodeContext, NodeResult
 from graph.schema import HIDDEN_KINDS, HiddenInput, InputSpec, NodeSchema, OutputSpec
 
-from .comfy_v1 import _fit, _params, input_spec, refuse_blockers
+from .comfy_v1 import _fit, _params, input_spec, refuse_blockers, validation_verdict
 from .comfy_v1_runtime import DynamicPrompt, run_coroutine, running
 
 AUTOGROW, DYNAMIC_COMBO, DYNAMIC_SLOT = "COMFY_AUTOGROW_V3", "COMFY_DYNAMICCOMBO_V3", "COMFY_DYNAMICSLOT_V3"
@@ -294,11 +294,7 @@ def adapt_v3(node_cls: type, *, node_id: str | None = None, pack: str = "", vers
             if "input_types" in wanted:
                 args["input_types"] = {s.name: s.type for s in layout.specs if s.name not in constants}
             verdict = call(runner.validate_inputs, _fit(validate_fn, args))
-            if verdict is True:
-                return True
-            if verdict is False or verdict is None:
-                return f"{class_type}: validate_inputs rejected the inputs"
-            return str(verdict)
+            return validation_verdict(verdict, class_type, "validate_inputs")
         body["validate_inputs"] = validate_inputs
 
     if lazy_names:

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,26 @@ def _owned_by(obj: Any, module_name: str) -> bool:
     owner = getattr(obj, "__module__", None) or ""
     return owner == module_name or owner.startswith(module_name + ".")
 
+
+
+def _adapt_mapped(node_name: str, obj: Any, display_name: Any, **where: Any) -> type[Node]:
+    """A NODE_CLASS_MAPPINGS entry as our node: ComfyUI accepts V3 classes there too."""
+    if is_v3_node(obj):
+        return adapt_v3(obj, node_id=node_name, **where)
+    return adapt_v1(node_name, obj, display_name=display_name, **where)
+
+
+def _adapted(report: PackReport, label: str, adapt: Callable[..., type[Node]], *args: Any,
+             **kwargs: Any) -> type[Node] | None:
+    """`adapt(*args, **kwargs)`, or None with the reason under `label` in the report: a declaration that
+    cannot be adapted fails that node only, never the pack."""
+    try:
+        return adapt(*args, **kwargs)
+    except SchemaError as exc:
+        report.node_errors[label] = str(exc)
+    except Exception as exc:  # a declaration no rule foresaw
+        report.node_errors[label] = f"cannot be adapted: {type(exc).__name__}: {exc}"
+    return None
 
 class PluginManager:
     """Loads the packs of some folders into a registry and keeps the report; one per process."""
@@ -269,21 +289,11 @@ class PluginManager:
                 if not isinstance(node_name, str) or not node_name:
                     report.node_errors[repr(node_name)[:60]] = "node names must be non-empty text"
                     continue
-                try:
-                    if is_v3_node(v1_cls):  # ComfyUI accepts V3 classes in NODE_CLASS_MAPPINGS too
-                        cls = adapt_v3(v1_cls, node_id=node_name, pack=name, version=version,
-                                       python_module=f"custom_nodes.{name}")
-                    else:
-                        cls = adapt_v1(node_name, v1_cls, display_name=display.get(node_name) if isinstance(
-                            display, dict) else None, pack=name, version=version,
-                            python_module=f"custom_nodes.{name}")
-                except SchemaError as exc:
-                    report.node_errors[node_name] = str(exc)
-                    continue
-                except Exception as exc:  # a declaration no rule foresaw: this node only, never the pack
-                    report.node_errors[node_name] = f"cannot be adapted: {type(exc).__name__}: {exc}"
-                    continue
-                self._add(cls, node_name, report, src, ours=False)
+                shown = display.get(node_name) if isinstance(display, dict) else None
+                cls = _adapted(report, node_name, _adapt_mapped, node_name, v1_cls, shown, pack=name,
+                               version=version, python_module=f"custom_nodes.{name}")
+                if cls is not None:
+                    self._add(cls, node_name, report, src, ours=False)
         if v3_error is not None:
             report.status = FAILED
             report.error = f"comfy_entrypoint() failed: {type(v3_error).__name__}: {v3_error}"
@@ -294,15 +304,10 @@ class PluginManager:
             protocols.append("comfy_v3")
             for node_cls in v3_nodes:
                 label = getattr(node_cls, "__name__", repr(node_cls))
-                try:
-                    cls = adapt_v3(node_cls, pack=name, version=version, python_module=f"custom_nodes.{name}")
-                except SchemaError as exc:
-                    report.node_errors[label] = str(exc)
-                    continue
-                except Exception as exc:  # a declaration no rule foresaw: this node only, never the pack
-                    report.node_errors[label] = f"cannot be adapted: {type(exc).__name__}: {exc}"
-                    continue
-                self._add(cls, label, report, src, ours=False)
+                cls = _adapted(report, label, adapt_v3, node_cls, pack=name, version=version,
+                               python_module=f"custom_nodes.{name}")
+                if cls is not None:
+                    self._add(cls, label, report, src, ours=False)
         web = getattr(module, "WEB_DIRECTORY", None)
         if isinstance(web, str) and web:
             base = source.path if source.is_package else source.path.parent

@@ -22,17 +22,13 @@ import torch
 from nodes.base.errors import ModelLoadError
 
 from .detect import SDXL_TIME_ID_WIDTH, _heads, _indices
+from .ldm_names import RESNET_NAMES, UNET_FIXED_NAMES
 
 StateDict = Mapping[str, torch.Tensor]
 LDM_PREFIX = "control_model."
 SHUFFLE_SUFFIXES = ("_shuffle", "_shuffle_fp16")  # ControlNet 1.1 shuffle: residuals are averaged over space
 
-# LDM resnet names -> diffusers names
-_RESNET = (("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
-           ("out_layers.0", "norm2"), ("out_layers.3", "conv2"), ("skip_connection", "conv_shortcut"))
-_FIXED = {"input_blocks.0.0": "conv_in", "time_embed.0": "time_embedding.linear_1",
-          "time_embed.2": "time_embedding.linear_2", "label_emb.0.0": "add_embedding.linear_1",
-          "label_emb.0.2": "add_embedding.linear_2", "middle_block_out.0": "controlnet_mid_block"}
+_FIXED = {**UNET_FIXED_NAMES, "middle_block_out.0": "controlnet_mid_block"}
 
 
 def layout(sd: StateDict) -> str:
@@ -56,7 +52,7 @@ def layout(sd: StateDict) -> str:
 
 
 def _resnet(rest: str) -> str:
-    for old, new in _RESNET:
+    for old, new in RESNET_NAMES:
         if rest.startswith(old + "."):
             return new + rest[len(old):]
     raise KeyError(rest)

@@ -20,6 +20,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from .ldm_names import RESNET_NAMES, UNET_FIXED_NAMES
 from .safetensors_out import write_safetensors
 
 KINDS = ("sd1", "sd2", "sd2_v", "sd1_inpaint", "sdxl", "sdxl_refiner")
@@ -60,7 +61,7 @@ def _check(kind: str, size: str) -> None:
         raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
 
 
-def _perturb(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
+def perturb(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
     """Make every weight distinct (default inits leave norms at 1/0, which would hide swaps)."""
     with torch.no_grad():
         for param in module.parameters():
@@ -172,7 +173,7 @@ def random_models(kind: str, size: str = "tiny", seed: int = 0, *, meta: bool | 
         torch.manual_seed(seed + index)
         models = _build(kind, size)
     for module in (models.unet, models.vae, *models.text_encoders):
-        _perturb(module, generator)
+        perturb(module, generator)
     with torch.no_grad():  # the SD2 v-prediction heuristic reads the spread of the last norm1 bias
         spread = 0.2 if kind == "sd2_v" else 0.02
         for name, param in models.unet.named_parameters():
@@ -183,17 +184,15 @@ def random_models(kind: str, size: str = "tiny", seed: int = 0, *, meta: bool | 
 
 # --------------------------------------------------------------------------- diffusers → LDM keys
 
-_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
-           ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
-_UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+# diffusers -> LDM: the names a ControlNet shares, reversed, and the output head only a U-Net has.
+_UNET_FIXED = {diffusers: ldm for ldm, diffusers in UNET_FIXED_NAMES.items()}
+_UNET_FIXED |= {"conv_norm_out": "out.0", "conv_out": "out.2"}
 
 
 def _resnet(rest: str) -> str:
-    for new, old in _RESNET:
-        if rest.startswith(new + "."):
-            return old + rest[len(new):]
+    for ldm, diffusers in RESNET_NAMES:
+        if rest.startswith(diffusers + "."):
+            return ldm + rest[len(diffusers):]
     raise KeyError(rest)
 
 
@@ -388,6 +387,6 @@ def write_state_dict(path: str | Path, sd: dict[str, torch.Tensor], *, dtype: to
     return path
 
 
-__all__ = ["KINDS", "SIZES", "TinyModels", "cast", "clip_to_ldm", "ldm_state_dict", "open_clip_to_ldm",
+__all__ = ["KINDS", "SIZES", "TinyModels", "cast", "clip_to_ldm", "ldm_state_dict", "open_clip_to_ldm", "perturb",
            "random_models", "unet_config", "unet_to_ldm", "vae_config", "vae_to_ldm", "write_random_checkpoint",
            "write_state_dict"]

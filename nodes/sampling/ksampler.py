@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
 from nodes.models.model_patches import ActivePatches, applied
 
 from .guidance import Guider
-from .inpaint import inpaint_concat, mask_function
+from .inpaint import inpaint_concat, latent_mask, mask_function
 from .noise import BrownianNoise, GaussianNoise, initial_noise
 from .samplers import BROWNIAN, get_sampler
 from .schedules import schedule
@@ -125,19 +124,6 @@ def sample(model: ModelHandle, positive: Sequence[Any], negative: Sequence[Any],
 # ------------------------------------------------------------------------------- the run
 
 
-def _latent_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A MASK ([B,H,W] or [H,W] or [B,1,H,W]) resized to the latent and broadcast to its batch."""
-    m = mask.float()
-    if m.ndim == 2:
-        m = m[None, None]
-    elif m.ndim == 3:
-        m = m[:, None]
-    m = F.interpolate(m, size=like.shape[2:], mode="bilinear", align_corners=False)
-    if m.shape[0] < like.shape[0]:
-        m = m.repeat(math.ceil(like.shape[0] / m.shape[0]), 1, 1, 1)[: like.shape[0]]
-    return m[:, :1]
-
-
 def run_sampling(*, noise: NoiseSpec, guider: GuiderSpec, sampler: SamplerChoice, sigmas: torch.Tensor,
                  latent: dict[str, Any], progress: ProgressFn | None = None
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -189,7 +175,7 @@ def _run(spec: GuiderSpec, noise_spec: NoiseSpec, sampler: SamplerChoice, latent
     noise = noise.to(device)
     sigmas = sigmas.to(device)
     mask = latent.get("noise_mask")
-    mask = _latent_mask(mask, latent_in).to(device) if mask is not None else None
+    mask = latent_mask(mask, latent_in).to(device) if mask is not None else None
 
     sigma0 = float(sigmas[0])
     if math.isclose(sigma0, model.sampling.sigma_max, rel_tol=1e-5) or sigma0 > model.sampling.sigma_max:

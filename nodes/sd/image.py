@@ -12,7 +12,7 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -68,8 +68,11 @@ class ImageFileInput(ComboInput):
 
     Uploads into subfolders ("clipspace/x.png") and annotated names ("x.png [output]") are valid
     as in ComfyUI, so the value is checked for safety here and for existence when the node is
-    validated or run ("Invalid image file: NAME").
+    validated or run ("Invalid image file: NAME"). Other input-file combos (LoadLatent's) subclass
+    it with their own `WHAT`, the word their messages use.
     """
+
+    WHAT: ClassVar[str] = "image"
 
     def coerce(self, value: Any, limits: Limits, choices: Sequence[Any] | None = None) -> Any:
         if not isinstance(value, str):
@@ -77,10 +80,10 @@ class ImageFileInput(ComboInput):
                              f"{type(value).__name__}")
         try:
             rel, _ = split_annotation(value)
-            if not check_name(rel, what="image") or rel.endswith("/"):
-                raise UnsafePathError(f"image name {value!r} is empty")
+            if not check_name(rel, what=self.WHAT) or rel.endswith("/"):
+                raise UnsafePathError(f"{self.WHAT} name {value!r} is empty")
         except UnsafePathError as exc:
-            raise InputError("unsafe_path", f"Invalid image file: {exc}") from None
+            raise InputError("unsafe_path", f"Invalid {self.WHAT} file: {exc}") from None
         return value
 
 
@@ -94,6 +97,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def input_file_fingerprint(folders: Folders | None, name: str) -> Any:
+    """A loader's cache key: the file's hash, so replacing a file under the same name re-runs the node.
+
+    Without the folders the file cannot be found before the run: NaN (never equal) rather than a stale file.
+    """
+    if folders is None:
+        return float("nan")
+    return file_sha256(resolve_image(folders, name))
 
 
 def _missing_image(name: str, folders: Folders | None) -> str | None:
@@ -111,11 +124,7 @@ class _ImageFileNode(Node):
     """Shared hooks of the nodes that read a file named by `image`."""
 
     def fingerprint(self, *, image: str, folders: Folders | None = None, **_: Any) -> Any:
-        # The file's hash, so replacing an image under the same name re-runs the node. Without the
-        # folders the file cannot be found before the run: never cache rather than serve a stale image.
-        if folders is None:
-            return float("nan")
-        return file_sha256(resolve_image(folders, image))
+        return input_file_fingerprint(folders, image)
 
     def validate_inputs(self, *, limits: Limits, image: Any = None, folders: Folders | None = None,
                         **_: Any) -> str | bool:

@@ -14,7 +14,6 @@ Saving goes through the shared numbered, atomic output files; loading reads only
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,11 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 
-from graph import ComboInput, HiddenInput, InputSpec, Node, NodeResult, NodeSchema, OutputSpec
-from graph.errors import InputError
+from graph import HiddenInput, InputSpec, Node, NodeResult, NodeSchema, OutputSpec
 from graph.limits import Limits
 from graph.node import Folders
-from graph.paths import UnsafePathError, check_name, split_annotation
-from nodes.sd.image import FilenamePrefixInput, file_sha256, resolve_image
+from graph.paths import UnsafePathError
+from nodes.sd.image import FilenamePrefixInput, ImageFileInput, input_file_fingerprint, resolve_image
 from nodes.sd.latent import Latent
 from nodes.sd.output_files import checked_prefix, write_numbered
 
@@ -82,24 +80,14 @@ def list_input_latents(folders: Folders | None) -> list[str]:
                   if p.name.endswith(LATENT_EXTENSION) and not p.name.startswith(".") and p.is_file())
 
 
-class LatentFileInput(ComboInput):
+class LatentFileInput(ImageFileInput):
     """LoadLatent's `latent`: lists the input folder, and also takes subfolder and annotated names.
 
     ComfyUI checks this input with the node's own validation (the file must exist), not against
-    the list, so names such as "x.latent [output]" work; they are checked for safety here.
+    the list, so names such as "x.latent [output]" work; they are checked for safety as LoadImage's are.
     """
 
-    def coerce(self, value: Any, limits: Limits, choices: Sequence[Any] | None = None) -> Any:
-        if not isinstance(value, str):
-            raise InputError("invalid_input_type", f"Input '{self.name}' expects a file name, got "
-                             f"{type(value).__name__}")
-        try:
-            rel, _ = split_annotation(value)
-            if not check_name(rel, what="latent") or rel.endswith("/"):
-                raise UnsafePathError(f"latent name {value!r} is empty")
-        except UnsafePathError as exc:
-            raise InputError("unsafe_path", f"Invalid latent file: {exc}") from None
-        return value
+    WHAT = "latent"
 
 
 def _missing_latent(name: str, folders: Folders | None) -> str | None:
@@ -143,10 +131,7 @@ class LoadLatent(Node):
     )
 
     def fingerprint(self, *, latent: str, folders: Folders | None = None, **_: Any) -> Any:
-        # The file's hash, so replacing a file under the same name re-runs the node.
-        if folders is None:
-            return float("nan")
-        return file_sha256(resolve_image(folders, latent))
+        return input_file_fingerprint(folders, latent)
 
     def validate_inputs(self, *, limits: Limits, latent: Any = None, folders: Folders | None = None,
                         **_: Any) -> str | bool:

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from nodes.base.model_sampling import ModelSampling
-from nodes.models import load_checkpoint, load_clip_tokenizer
+from nodes.models import load_checkpoint
 from nodes.models.controlnet import ControlNetHandle, load_controlnet
 from nodes.sampling.control import AppliedControl, apply_to_uncond
 from nodes.sampling.ksampler import sample
 from nodes.sampling.schedules import schedule
 from nodes.sampling.unet_additions import UNetCall
 
-from .test_ksampler import FractionalTimesteps, embeddings, handle, req
+from .test_ksampler import FractionalTimesteps, diffusers_reference, embeddings, handle, req
 from .tiny_controlnets import tiny_adapter, tiny_controlnet, write_adapter, write_controlnet
-
-
-@pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
 
 
 @pytest.fixture(scope="module")
@@ -115,22 +108,13 @@ def test_outside_start_end_the_net_is_not_run(sd1, conds, tmp_path):
 
 
 def test_matches_diffusers_controlnet_pipeline(sd1, conds, tmp_path):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionControlNetPipeline
+    from diffusers import StableDiffusionControlNetPipeline
 
     source = tiny_controlnet(seed=4)
     net = load_controlnet(write_controlnet(tmp_path / "cn.safetensors", source))
     pe, ne = conds
     hint = hint_image(3)
-    pipe = StableDiffusionControlNetPipeline(
-        vae=sd1.vae, text_encoder=sd1.text_encoders[0], tokenizer=load_clip_tokenizer(), unet=sd1.unet,
-        controlnet=source, scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
-                                                            beta_schedule="scaled_linear", steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    ms = ModelSampling.discrete()
-    sigmas = schedule(ms, "normal", 6)
-    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    latents = noise * math.sqrt(1 + float(sigmas[0]) ** 2) / float(sigmas[0])
+    pipe, ms, sigmas, latents = diffusers_reference(sd1, StableDiffusionControlNetPipeline, controlnet=source)
     theirs = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, image=hint, num_inference_steps=6, guidance_scale=7.5,
                   sigmas=sigmas.tolist(), latents=latents, output_type="latent", height=64, width=64,
                   controlnet_conditioning_scale=0.8).images

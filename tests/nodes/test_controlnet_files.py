@@ -4,6 +4,7 @@ with an error naming the file."""
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def test_union_controlnet_loads_and_its_type_is_chosen_per_apply(tmp_path):
     depth = SetUnionControlNetType().execute(None, control_net=net, type="depth")[0]
     auto = SetUnionControlNetType().execute(None, control_net=depth, type="auto")[0]
     assert depth.union_type == 1 and auto.union_type is None and net.union_type is None
-    model = handle(_Sdxl())
+    model = handle(_checkpoint_like("sdxl", 0.13025))
     hint = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     call = _sdxl_call()
     outs = []
@@ -101,15 +102,10 @@ def test_union_controlnet_loads_and_its_type_is_chosen_per_apply(tmp_path):
     assert not torch.allclose(outs[0], outs[1], atol=1e-4)
 
 
-class _Sdxl:
-    """What `handle()` needs from a loaded checkpoint, for an SDXL kind without loading one."""
-
-    unet = tiny_models("sdxl").unet
-
-    class info:  # noqa: N801
-        kind = "sdxl"
-        prediction_type = "epsilon"
-        vae_scaling_factor = 0.13025
+def _checkpoint_like(kind: str, vae_scaling_factor: float) -> SimpleNamespace:
+    """What `handle()` needs from a loaded checkpoint: the tiny `kind` U-Net, without loading a file."""
+    info = SimpleNamespace(kind=kind, prediction_type="epsilon", vae_scaling_factor=vae_scaling_factor)
+    return SimpleNamespace(unet=tiny_models(kind).unet, info=info)
 
 
 def _sdxl_call():
@@ -144,22 +140,13 @@ def test_control_lora_is_built_from_the_sampling_unet(tmp_path):
     path, expected = write_control_lora(tmp_path / "control-lora-canny-rank2.safetensors", tiny_controlnet(seed=3))
     net = load_controlnet(path)
     assert net.kind == "control_lora" and net.model is None
-    model = handle(_Sd1())
+    model = handle(_checkpoint_like("sd1", 0.18215))
     prepared = AppliedControl(net=net, hint=torch.rand(1, 3, 64, 64)).prepare(model, device=torch.device("cpu"),
                                                                              dtype=torch.float32)
     built = prepared.links[0].module.state_dict()
     want = ldm_to_diffusers(expected)
     assert set(built) == set(want)
     assert all(torch.allclose(built[k], want[k], atol=1e-6) for k in want)
-
-
-class _Sd1:
-    unet = tiny_models("sd1").unet
-
-    class info:  # noqa: N801
-        kind = "sd1"
-        prediction_type = "epsilon"
-        vae_scaling_factor = 0.18215
 
 
 @pytest.mark.parametrize("kind", ["full", "light"])

@@ -15,6 +15,7 @@ import torch
 from graph.builder import GraphBuilder
 from nodes.base.model_sampling import ModelSampling
 from nodes.sd import custom_sampling
+from tests.support.keep import kept_values
 
 from .test_lora import SdEngine
 
@@ -36,13 +37,6 @@ def _base(g: GraphBuilder, size: int = 32) -> tuple[Any, Any, Any, Any]:
     return loader, pos, neg, latent
 
 
-def _kept(engine: SdEngine, g: GraphBuilder) -> list[Any]:
-    engine.kept.clear()
-    outcome = engine.run(g.build())
-    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-    return list(engine.kept)
-
-
 @pytest.mark.parametrize("sampler, scheduler, denoise", [("euler_ancestral", "karras", 1.0),
                                                          ("dpmpp_2m_sde", "normal", 0.7)])
 def test_sampler_custom_equals_ksampler_bit_for_bit(engine, sampler, scheduler, denoise):
@@ -59,7 +53,7 @@ def test_sampler_custom_equals_ksampler_bit_for_bit(engine, sampler, scheduler, 
                       sampler=select, sigmas=sigmas, latent_image=latent)
     for ref in (ks, custom[0], advanced[0], custom[1]):
         g.node("Keep", value=ref)
-    reference, from_custom, from_advanced, denoised = _kept(engine, g)
+    reference, from_custom, from_advanced, denoised = kept_values(engine, g)
     assert torch.equal(reference["samples"], from_custom["samples"])
     assert torch.equal(reference["samples"], from_advanced["samples"])
     assert denoised["samples"].shape == reference["samples"].shape
@@ -84,7 +78,7 @@ def test_ksampler_advanced_hand_off_equals_split_sigmas(engine):
                  sigmas=split[1], latent_image=high[0])
     for ref in (first, high[0], second, low[0]):
         g.node("Keep", value=ref)
-    first_k, high_c, second_k, low_c = _kept(engine, g)
+    first_k, high_c, second_k, low_c = kept_values(engine, g)
     assert torch.equal(first_k["samples"], high_c["samples"])
     assert torch.equal(second_k["samples"], low_c["samples"])
 
@@ -102,7 +96,7 @@ def test_basic_guider_is_cfg_one(engine):
                   negative=neg, sampler=select, sigmas=sigmas, latent_image=latent)
     g.node("Keep", value=basic[0])
     g.node("Keep", value=cfg1[0])
-    a, b = _kept(engine, g)
+    a, b = kept_values(engine, g)
     assert torch.equal(a["samples"], b["samples"])
 
 

@@ -19,7 +19,6 @@ import torch
 from graph.builder import GraphBuilder
 from nodes.base.handles import LatentFormat, ModelHandle
 from nodes.base.model_sampling import ModelSampling
-from nodes.models import load_checkpoint
 from nodes.models.model_patches import ActivePatches, PatchedAttention, applied
 from nodes.sampling.ksampler import SamplingRequest, sample
 from nodes.sd.model_extra_nodes import HypernetworkPatch, TorchCompilePatch, load_hypernetwork
@@ -27,24 +26,6 @@ from nodes.sd.token_patch_nodes import HyperTilePatch, TomePatch, bipartite_merg
 from tests.support.sd_engine import SdEngine
 
 from .tiny_models import unet_output
-
-
-@pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
-@pytest.fixture(scope="module")
-def model(sd1) -> ModelHandle:
-    return ModelHandle(unet=sd1.unet, kind="sd1", sampling=ModelSampling.discrete(),
-                       latent_format=LatentFormat(scale_factor=sd1.info.vae_scaling_factor))
-
-
-@pytest.fixture(scope="module")
-def conds(sd1) -> tuple[list, list]:
-    gen = torch.Generator().manual_seed(0)
-    width = sd1.unet.config.cross_attention_dim
-    return [[torch.randn(1, 7, width, generator=gen), {}]], [[torch.randn(1, 7, width, generator=gen), {}]]
 
 
 def run(model: ModelHandle, conds: tuple[list, list], size: int = 16) -> torch.Tensor:

@@ -14,7 +14,6 @@ import torch
 
 from nodes.base.handles import LatentFormat, ModelHandle
 from nodes.base.model_sampling import ModelSampling
-from nodes.models import load_checkpoint
 from nodes.models.model_patches import applied
 from nodes.sampling import model_sampling
 from nodes.sampling.guidance import Guider
@@ -31,24 +30,6 @@ from nodes.sd.guidance_patch_nodes import (
     perp_neg,
 )
 from nodes.sd.model_sampling_nodes import ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete
-
-
-@pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
-@pytest.fixture(scope="module")
-def model(sd1) -> ModelHandle:
-    return ModelHandle(unet=sd1.unet, kind="sd1", sampling=ModelSampling.discrete(),
-                       latent_format=LatentFormat(scale_factor=sd1.info.vae_scaling_factor))
-
-
-@pytest.fixture(scope="module")
-def conds(sd1) -> tuple[list, list]:
-    gen = torch.Generator().manual_seed(0)
-    width = sd1.unet.config.cross_attention_dim
-    return [[torch.randn(1, 7, width, generator=gen), {}]], [[torch.randn(1, 7, width, generator=gen), {}]]
 
 
 def run(model: ModelHandle, conds: tuple[list, list], **kw: Any) -> torch.Tensor:

@@ -22,11 +22,6 @@ def handle(ckpt, sampling: ModelSampling | None = None) -> ModelHandle:
                        latent_format=LatentFormat(scale_factor=ckpt.info.vae_scaling_factor))
 
 
-@pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
 def embeddings(ckpt, *prompts):
     tok = load_clip_tokenizer()
     out = []
@@ -54,21 +49,30 @@ class FractionalTimesteps(ModelSampling):
         return torch.tensor(values).reshape(sigma.shape)
 
 
-def test_euler_txt2img_matches_diffusers_pipeline(sd1):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+def diffusers_reference(ckpt, pipeline_cls: type, **components) -> tuple:
+    """A diffusers pipeline on `ckpt`'s modules with the Euler scheduler, and where it must start to sample as
+    `req()` does: (pipeline, our ModelSampling, our 6 "normal" sigmas, the seed-3 noise scaled for diffusers)."""
+    from diffusers import EulerDiscreteScheduler
 
-    pe, ne = embeddings(sd1, "a photo of a cat", "blurry")
-    pipe = StableDiffusionPipeline(
-        vae=sd1.vae, text_encoder=sd1.text_encoders[0], tokenizer=load_clip_tokenizer(), unet=sd1.unet,
+    pipe = pipeline_cls(
+        vae=ckpt.vae, text_encoder=ckpt.text_encoders[0], tokenizer=load_clip_tokenizer(), unet=ckpt.unet,
         scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                          steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False, **components)
     pipe.set_progress_bar_config(disable=True)
     ms = ModelSampling.discrete()
     sigmas = schedule(ms, "normal", 6)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     # Same sigmas; noise pre-scaled by sqrt(1 + sigma_max^2) (diffusers multiplies by sigma_max itself).
     latents = noise * math.sqrt(1 + float(sigmas[0]) ** 2) / float(sigmas[0])
+    return pipe, ms, sigmas, latents
+
+
+def test_euler_txt2img_matches_diffusers_pipeline(sd1):
+    from diffusers import StableDiffusionPipeline
+
+    pe, ne = embeddings(sd1, "a photo of a cat", "blurry")
+    pipe, ms, sigmas, latents = diffusers_reference(sd1, StableDiffusionPipeline)
     theirs = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_inference_steps=6, guidance_scale=7.5,
                   sigmas=sigmas.tolist(), latents=latents, output_type="latent", height=64, width=64).images
     empty = {"samples": torch.zeros(1, 4, 8, 8)}

@@ -22,7 +22,7 @@ from graph import (
 from graph.builder import GraphBuilder
 from nodes.base import resize as R
 from nodes.sd import latent as L
-from tests.support.keep import Keep
+from tests.support.keep import Keep, kept_values
 
 
 class Engine:
@@ -51,12 +51,7 @@ class Engine:
 
     def values(self, g: GraphBuilder, *refs: Any) -> list[Any]:
         """Run a graph keeping the given outputs; returns their values in order."""
-        for ref in refs:
-            g.node("Keep", value=ref)
-        self.kept.clear()
-        outcome = self.run(g.build())
-        assert outcome.status == "success", outcome.failure
-        return list(self.kept)
+        return kept_values(self, g, *refs)
 
 
 @pytest.fixture

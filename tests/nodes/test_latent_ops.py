@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from graph.builder import GraphBuilder
 from nodes.sd import latent as L
 from nodes.sd import latent_ops as O
+from tests.support.keep import kept_values
 from tests.support.sd_engine import SdEngine
 
 
@@ -25,15 +26,6 @@ def run(cls: type, **inputs: Any) -> Any:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> SdEngine:
     return SdEngine(tmp_path_factory.mktemp("latent_ops"))
-
-
-def values(engine: SdEngine, g: GraphBuilder, *refs: Any) -> list[Any]:
-    for ref in refs:
-        g.node("Keep", value=ref)
-    engine.kept.clear()
-    outcome = engine.run(g.build())
-    assert outcome.status == "success", outcome.failure
-    return list(engine.kept)
 
 
 # ----------------------------------------------------------------------------------------- arithmetic
@@ -170,7 +162,7 @@ def test_rebatch_through_the_engine_feeds_each_batch_downstream(engine: SdEngine
     empty = g.node("EmptyLatentImage", width=64, height=64, batch_size=5)
     rebatched = g.node("RebatchLatents", latents=empty, batch_size=2)
     scaled = g.node("LatentMultiply", samples=rebatched, multiplier=2.0)
-    kept = values(engine, g, scaled)
+    kept = kept_values(engine, g, scaled)
     assert [k["samples"].shape[0] for k in kept] == [2, 2, 1]
     assert [k["batch_index"] for k in kept] == [[0, 1], [2, 3], [4]]
 

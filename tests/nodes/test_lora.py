@@ -21,7 +21,7 @@ from graph.builder import GraphBuilder
 from nodes.base.errors import ModelLoadError
 from nodes.models.lora import LowRank, WeightPatch, load_lora, map_lora, parse_lora
 from nodes.models.patching import patched
-from tests.support.sd_engine import SdEngine
+from tests.support.sd_engine import SdEngine, sample_a_fox
 
 from .tiny_models import tiny_models, unet_output
 
@@ -306,11 +306,7 @@ def lora_workflow(ckpt: str, lora: str | None, strength_model: float = 1.0, stre
         patched_ = g.node("LoraLoader", model=model, clip=clip, lora_name=lora, strength_model=strength_model,
                           strength_clip=strength_clip)
         model, clip = patched_[0], patched_[1]
-    pos = g.node("CLIPTextEncode", text="a fox", clip=clip)
-    neg = g.node("CLIPTextEncode", text="blurry", clip=clip)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    sampled = g.node("KSampler", seed=3, steps=2, cfg=6.0, sampler_name="euler", scheduler="normal", denoise=1.0,
-                     model=model, positive=pos, negative=neg, latent_image=latent)
+    pos, sampled = sample_a_fox(g, model, clip)
     g.node("Keep", value=pos)
     g.node("Keep", value=sampled)
     return g.build()

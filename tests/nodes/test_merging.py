@@ -25,7 +25,8 @@ from nodes.models.merging import (
 )
 from nodes.models.patching import patched
 from nodes.models.random_checkpoint import write_random_checkpoint
-from tests.support.sd_engine import SdEngine
+from tests.support.keep import kept_values
+from tests.support.sd_engine import SdEngine, sample_a_fox
 
 
 @pytest.fixture(scope="module")
@@ -208,11 +209,7 @@ def test_models_of_different_families_do_not_merge(manager, files):
 
 
 def sample(g: GraphBuilder, model: Any, clip: Any) -> None:
-    pos = g.node("CLIPTextEncode", text="a fox", clip=clip)
-    neg = g.node("CLIPTextEncode", text="blurry", clip=clip)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    g.node("Keep", value=g.node("KSampler", seed=3, steps=2, cfg=6.0, sampler_name="euler", scheduler="normal",
-                                denoise=1.0, model=model, positive=pos, negative=neg, latent_image=latent))
+    g.node("Keep", value=sample_a_fox(g, model, clip)[1])
 
 
 def merged_latent(engine: SdEngine, node: str, **inputs: Any) -> torch.Tensor:
@@ -225,10 +222,7 @@ def merged_latent(engine: SdEngine, node: str, **inputs: Any) -> torch.Tensor:
 
 
 def run_latent(engine: SdEngine, g: GraphBuilder) -> torch.Tensor:
-    engine.kept.clear()
-    outcome = engine.run(g.build())
-    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-    return engine.kept[0]["samples"]
+    return kept_values(engine, g)[0]["samples"]
 
 
 def test_merge_nodes_in_a_workflow(tmp_path, files):

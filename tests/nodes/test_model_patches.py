@@ -14,9 +14,7 @@ import pytest
 import torch
 
 from graph.builder import GraphBuilder
-from nodes.base.handles import LatentFormat, ModelHandle
-from nodes.base.model_sampling import ModelSampling
-from nodes.models import load_checkpoint
+from nodes.base.handles import ModelHandle
 from nodes.models.model_patches import ActivePatches, ModelPatch, block_of, fingerprint
 from nodes.models.patching import patched
 from nodes.sampling.ksampler import SamplingRequest, sample
@@ -30,28 +28,9 @@ from nodes.sd.unet_patch_nodes import (
     UNetSelfAttentionMultiply,
     fourier_filter,
 )
-from tests.support.sd_engine import SdEngine
+from tests.support.sd_engine import SdEngine, sample_a_fox
 
 from .tiny_models import unet_output
-
-
-@pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
-@pytest.fixture(scope="module")
-def model(sd1) -> ModelHandle:
-    return ModelHandle(unet=sd1.unet, kind="sd1", sampling=ModelSampling.discrete(),
-                       latent_format=LatentFormat(scale_factor=sd1.info.vae_scaling_factor))
-
-
-@pytest.fixture(scope="module")
-def conds(sd1) -> tuple[list, list]:
-    gen = torch.Generator().manual_seed(0)
-    width = sd1.unet.config.cross_attention_dim
-    return [[torch.randn(1, 7, width, generator=gen), {}]], [[torch.randn(1, 7, width, generator=gen), {}]]
-
 
 REQ = SamplingRequest(seed=3, steps=3, cfg=7.5, sampler_name="euler", scheduler="normal")
 LATENT = {"samples": torch.zeros(1, 4, 8, 8)}
@@ -255,12 +234,7 @@ def freeu_workflow(ckpt: str, b2: float | None) -> dict[str, Any]:
     model = loader[0]
     if b2 is not None:  # (b1 acts on 4x-wide stages, which the tiny U-Net does not have)
         model = g.node("FreeU_V2", model=model, b1=1.3, b2=b2, s1=0.9, s2=0.2)[0]
-    pos = g.node("CLIPTextEncode", text="a fox", clip=loader[1])
-    neg = g.node("CLIPTextEncode", text="blurry", clip=loader[1])
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    sampled = g.node("KSampler", seed=3, steps=2, cfg=6.0, sampler_name="euler", scheduler="normal", denoise=1.0,
-                     model=model, positive=pos, negative=neg, latent_image=latent)
-    g.node("Keep", value=sampled)
+    g.node("Keep", value=sample_a_fox(g, model, loader[1])[1])
     return g.build()
 
 
@@ -311,11 +285,7 @@ def test_every_patch_stacked_on_other_layouts_then_the_base_again(tmp_path, tiny
         model = loader[0]
         for cls, inputs in stack:
             model = g.node(cls, model=model, **inputs)[0]
-        pos = g.node("CLIPTextEncode", text="a fox", clip=loader[1])
-        neg = g.node("CLIPTextEncode", text="blurry", clip=loader[1])
-        latent = g.node("EmptyLatentImage", width=128, height=128, batch_size=1)
-        g.node("Keep", value=g.node("KSampler", seed=3, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
-                                    denoise=1.0, model=model, positive=pos, negative=neg, latent_image=latent))
+        g.node("Keep", value=sample_a_fox(g, model, loader[1], cfg=5.0, size=128)[1])
         engine.kept.clear()
         outcome = engine.run(g.build())
         assert outcome.status == "success", outcome.failure and outcome.failure.describe()

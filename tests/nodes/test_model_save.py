@@ -22,7 +22,8 @@ from nodes.models.merging import merge_models, simple_weights
 from nodes.models.patching import patched
 from nodes.models.random_checkpoint import write_random_checkpoint
 from nodes.models.safetensors_out import write_safetensors
-from tests.support.sd_engine import SdEngine
+from tests.support.keep import kept_values
+from tests.support.sd_engine import SdEngine, sample_a_fox
 
 from .tiny_models import text_outputs, unet_output, vae_outputs
 
@@ -42,18 +43,12 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def run(engine: SdEngine, g: GraphBuilder) -> list[Any]:
-    engine.kept.clear()
-    outcome = engine.run(g.build(), extra_data={"extra_pnginfo": {"workflow": WORKFLOW}})
-    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-    return list(engine.kept)
+    return kept_values(engine, g, extra_data={"extra_pnginfo": {"workflow": WORKFLOW}})
 
 
 def sample(g: GraphBuilder, model: Any, clip: Any) -> None:
-    pos = g.node("CLIPTextEncode", text="a fox", clip=clip)
-    neg = g.node("CLIPTextEncode", text="blurry", clip=clip)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    g.node("Keep", value=g.node("KSampler", seed=7, steps=2, cfg=6.0, sampler_name="euler", scheduler="normal",
-                                denoise=1.0, model=model, positive=pos, negative=neg, latent_image=latent))
+    pos, sampled = sample_a_fox(g, model, clip, seed=7)
+    g.node("Keep", value=sampled)
     g.node("Keep", value=pos)
 
 

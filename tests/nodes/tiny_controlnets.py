@@ -15,25 +15,18 @@ import torch
 from diffusers import ControlNetModel, T2IAdapter
 from safetensors.torch import save_file
 
-from nodes.models.random_checkpoint import unet_to_ldm
+from nodes.models.random_checkpoint import perturb, unet_to_ldm
 
 from .tiny_models import tiny_models
 
 EMBEDDING = (8, 8, 16, 16)  # three stride-2 steps: hint at 8x the latent size, as real files
 
 
-def _perturb(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.add_(torch.randn(param.shape, generator=gen) * scale)
-
-
 def tiny_controlnet(kind: str = "sd1", seed: int = 0, *, zero: bool = False) -> ControlNetModel:
     """A ControlNet for the tiny `kind` U-Net; `zero=True` keeps the zero convolutions at zero."""
     unet = tiny_models(kind).unet
     net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=EMBEDDING).eval()
-    _perturb(net, seed)
+    perturb(net, torch.Generator().manual_seed(seed))
     if zero:
         with torch.no_grad():
             for name, param in net.named_parameters():
@@ -65,6 +58,20 @@ def controlnet_to_ldm(net: ControlNetModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def _sd1_unet_ldm() -> dict[str, torch.Tensor]:
+    """The tiny SD1 U-Net under its original (LDM) names: what "diff" files and control-LoRAs build on."""
+    unet = tiny_models("sd1").unet
+    return unet_to_ldm(dict(unet.state_dict()), dict(unet.config))
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """A pickle for `.pth` names (as older releases ship), safetensors otherwise."""
+    if Path(path).suffix == ".pth":
+        torch.save(sd, path)
+    else:
+        save_file(sd, str(path))
+
+
 def write_controlnet(path: Path, net: ControlNetModel, layout: str = "ldm") -> Path:
     """layout: "diffusers", "ldm" (control_model.*), "ldm_bare", "diff" (differences to the U-Net)."""
     path = Path(path)
@@ -74,23 +81,20 @@ def write_controlnet(path: Path, net: ControlNetModel, layout: str = "ldm") -> P
     else:
         ldm = controlnet_to_ldm(net)
         if layout == "diff":
-            base = unet_to_ldm(dict(tiny_models("sd1").unet.state_dict()), dict(tiny_models("sd1").unet.config))
+            base = _sd1_unet_ldm()
             ldm = {k: v - base[k] if k in base else v for k, v in ldm.items()}
         prefix = "" if layout == "ldm_bare" else "control_model."
         sd = {prefix + k: v.contiguous() for k, v in ldm.items()}
         if layout == "diff":
             sd["difference"] = torch.tensor([])
-    if path.suffix == ".pth":
-        torch.save(sd, path)
-    else:
-        save_file(sd, str(path))
+    _save(sd, path)
     return path
 
 
 def write_control_lora(path: Path, net: ControlNetModel, rank: int = 2, seed: int = 3) -> tuple[Path, dict]:
     """A control-LoRA: the ControlNet-only parts in full, one attention projection as up/down, the rest
     left to the U-Net. Returns the path and the LDM-named weights the ControlNet should end up with."""
-    base = unet_to_ldm(dict(tiny_models("sd1").unet.state_dict()), dict(tiny_models("sd1").unet.config))
+    base = _sd1_unet_ldm()
     ldm = controlnet_to_ldm(net)
     gen = torch.Generator().manual_seed(seed)
     file: dict[str, torch.Tensor] = {"lora_controlnet": torch.tensor([])}
@@ -117,7 +121,7 @@ def tiny_adapter(kind: str = "full", seed: int = 0, in_channels: int = 3) -> T2I
     else:
         adapter = T2IAdapter(in_channels=in_channels, channels=[32, 64], num_res_blocks=2, downscale_factor=8,
                              adapter_type="full_adapter")
-    _perturb(adapter.eval(), seed, scale=0.2)
+    perturb(adapter.eval(), torch.Generator().manual_seed(seed), scale=0.2)
     return adapter
 
 
@@ -136,8 +140,5 @@ def write_adapter(path: Path, adapter: T2IAdapter, layout: str = "original") -> 
                 key = re.sub(r"body\.(\d+)\.in_conv\.", lambda m: f"body.{2 * int(m[1])}.in_conv.", key)
             out[key] = value
         sd = out
-    if Path(path).suffix == ".pth":
-        torch.save(sd, path)
-    else:
-        save_file(sd, str(path))
+    _save(sd, path)
     return path

@@ -1,7 +1,7 @@
 """`SdEngine`: every built-in node, wired as main.py wires them, over a temporary folder tree.
 
 Node tests use it to run real workflows through the real engine with a real model manager; the
-`Keep` node hands values back to the test.
+`Keep` node hands values back to the test; `sample_a_fox` adds the small text-to-image graph they sample with.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import main
 from graph import Executor, Folders, RecentRunsCache, RunOutcome, RunRequest, ValidationResult, parse_api_workflow
+from graph.builder import GraphBuilder
 from nodes.models.manager import ModelManager
 from tests.support.keep import Keep
 
@@ -48,3 +49,17 @@ class SdEngine:
         kw = {"interrupt": interrupt} if interrupt is not None else {}
         return self.executor.run(RunRequest(validation=validation, run_id="test", listeners=listeners,
                                             extra_data=extra_data or {}, **kw))
+
+
+def sample_a_fox(g: GraphBuilder, model: Any, clip: Any, *, seed: int = 3, cfg: float = 6.0,
+                 size: int = 64) -> tuple[Any, Any]:
+    """Two euler steps of "a fox" against "blurry" from an empty size x size latent, added to `g`.
+
+    Returns the positive CONDITIONING and the sampled LATENT outputs, for the test to `Keep`.
+    """
+    pos = g.node("CLIPTextEncode", text="a fox", clip=clip)
+    neg = g.node("CLIPTextEncode", text="blurry", clip=clip)
+    latent = g.node("EmptyLatentImage", width=size, height=size, batch_size=1)
+    sampled = g.node("KSampler", seed=seed, steps=2, cfg=cfg, sampler_name="euler", scheduler="normal", denoise=1.0,
+                     model=model, positive=pos, negative=neg, latent_image=latent)
+    return pos, sampled
