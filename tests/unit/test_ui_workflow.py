@@ -167,10 +167,12 @@ def test_subgraphs_are_expanded(reg):
     assert conv.prompt["3"]["inputs"] == {"value": ["2:1", 0]}
 
 
-def test_files_without_subgraphs_may_say_definitions_null(reg):
-    """The editor writes `"definitions": null` when a graph has no subgraphs; such a file converts."""
-    wf = ui([node(1, "IntConst", widgets=[5], outputs=[out("INT", "INT", [1])]),
-             node(2, "Show", inputs=[sock("value", "*", 1)])], [[1, 1, 0, 2, 0, "INT"]], definitions=None)
+def test_nulls_editors_write_in_fields_the_converter_does_not_read_are_accepted(reg):
+    """Editors write `"definitions": null` without subgraphs and `"slot_index": null`, `"order": null`,
+    `"last_node_id": null` in places; such files convert."""
+    first = node(1, "IntConst", widgets=[5], outputs=[{**out("INT", "INT", [1]), "slot_index": None}])
+    wf = ui([{**first, "order": None}, node(2, "Show", inputs=[sock("value", "*", 1)])], [[1, 1, 0, 2, 0, "INT"]],
+            definitions=None, last_node_id=None, last_link_id=None)
     conv = convert_ui_workflow(wf, reg)
     assert conv.ok, conv.messages()
     assert conv.prompt["2"]["inputs"] == {"value": ["1", 0]}
