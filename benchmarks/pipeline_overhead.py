@@ -43,7 +43,8 @@ def workflow(ckpt: str, prompt: str, seed: int, size: int, steps: int) -> dict:
     }
 
 
-def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str, float]:
+def compare(size_name: str, *, steps: int, repeat: int, root: Path, pixels: int = 256,
+            bf16: bool = False) -> dict[str, float]:
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
@@ -53,9 +54,9 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
     from nodes.models import load_clip_tokenizer
     from nodes.models.manager import ModelManager
     from nodes.models.random_checkpoint import write_random_checkpoint
+    from nodes.models.speed import SpeedSettings
     from nodes.sampling.schedules import schedule
 
-    pixels = 256
     folders = Folders.under(root / size_name)
     for name in ("models", "input", "output", "temp", "user"):
         getattr(folders, name).mkdir(parents=True, exist_ok=True)
@@ -68,8 +69,10 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
     registry = main.build_registry(folders=folders)
     manager = ModelManager()
     executor = Executor(registry, cache=RecentRunsCache(1), folders=folders, services={"models": manager})
+    plain_speed, bf16_speed = manager.speed, SpeedSettings(cpu_bf16=True)  # the same weights, --cpu-bf16 or not
 
-    def ours(i: int) -> float:
+    def ours(i: int, fast: bool = False) -> float:
+        manager.speed = bf16_speed if fast else plain_speed
         prompt = workflow(ckpt.name, PROMPTS[i % len(PROMPTS)] + f" #{i}", 1000 + i, pixels, steps)
         validation = executor.validate(parse_api_workflow(prompt))
         assert validation.ok, validation.messages()
@@ -102,11 +105,17 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
         return time.perf_counter() - start
 
     theirs(-1)
-    ours_t, theirs_t = [], []
+    if bf16:
+        ours(-2, True)
+    ours_t, theirs_t, fast_t = [], [], []
     for i in range(repeat):  # interleaved, so drift in machine load hits both sides alike
         ours_t.append(ours(i))
         theirs_t.append(theirs(i))
+        if bf16:
+            fast_t.append(ours(100 + i, True))
     return {"pixels": pixels, "ours": statistics.median(ours_t), "diffusers": statistics.median(theirs_t),
+            "ours_all": ours_t, "diffusers_all": theirs_t, "bf16_all": fast_t,
+            "bf16": statistics.median(fast_t) if fast_t else None,
             "file_mb": ckpt.stat().st_size / 1e6, "path": str(ckpt)}
 
 
@@ -138,11 +147,19 @@ def load_memory(path: str) -> dict[str, float]:
             "ratio": (data["peak_kb"] - data["base_kb"]) * 1024 / size, "params_mb": data["param_bytes"] / 1e6}
 
 
+def _secs(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,full", help="tiny, small (the demo model), full (SD 1.5)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pixels", type=int, default=256)
+    parser.add_argument("--cpu-bf16", action="store_true", help="also time Sumie with --cpu-bf16, interleaved")
+    parser.add_argument("--growth", action="store_true", help="also the cost-as-work-grows figures (work_growth.py)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the full-size loading-memory probe")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sumie-bench-") as tmp:
         full_path = None
@@ -150,12 +167,21 @@ def main() -> None:
               flush=True)
         for size_name in args.sizes.split(","):
             steps = args.steps
-            r = compare(size_name, steps=steps, repeat=args.repeat, root=Path(tmp))
+            r = compare(size_name, steps=steps, repeat=args.repeat, root=Path(tmp), pixels=args.pixels,
+                        bf16=args.cpu_bf16)
             print(f"{size_name:<8}{r['pixels']:>6}{steps:>7}{r['ours']:>10.3f}{r['diffusers']:>13.3f}"
-                  f"{r['ours'] / r['diffusers']:>8.3f}", flush=True)
+                  f"{r['ours'] / r['diffusers']:>8.3f}   all: sumie {_secs(r['ours_all'])} diffusers "
+                  f"{_secs(r['diffusers_all'])}", flush=True)
+            if r["bf16"] is not None:
+                print(f"{size_name + '+bf16':<14}{steps:>7}{r['bf16']:>10.3f}{r['diffusers']:>13.3f}"
+                      f"{r['bf16'] / r['diffusers']:>8.3f}   all: {_secs(r['bf16_all'])}   (--cpu-bf16)", flush=True)
             if size_name == "full":
                 full_path = r["path"]
-        if full_path:
+        if args.growth:
+            from benchmarks.work_growth import report
+
+            report(Path(tmp) / "growth", steps=min(args.steps, 4), repeat=args.repeat)
+        if full_path and not args.no_memory:
             m = load_memory(full_path)
             print(f"\nloading the full-size fp16 file ({m['file_mb']:.0f} MB, {m['params_mb']:.0f} MB of weights) "
                   f"and reading every weight: peak {m['above_baseline_mb']:.0f} MB above the baseline = "
