@@ -138,6 +138,38 @@ print(json.dumps({"base_kb": base, "peak_kb": peak, "param_bytes": params}))
 """
 
 
+RUN_PROBE = r"""
+import json, os, resource, sys, tempfile
+from pathlib import Path
+import torch
+import main
+from benchmarks.pipeline_overhead import workflow
+from graph import Executor, Folders, RecentRunsCache, RunRequest, parse_api_workflow
+from nodes.models.manager import ModelManager
+path, pixels, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+with tempfile.TemporaryDirectory() as tmp:
+    folders = Folders.under(Path(tmp))
+    for name in ("input", "output", "temp", "user"):
+        getattr(folders, name).mkdir(parents=True, exist_ok=True)
+    (folders.models / "checkpoints").mkdir(parents=True)
+    os.link(path, folders.models / "checkpoints" / path.name)  # a hard link: a symlink leaves the folder
+    executor = Executor(main.build_registry(folders=folders), cache=RecentRunsCache(1), folders=folders,
+                        services={"models": ModelManager()})
+    validation = executor.validate(parse_api_workflow(workflow(path.name, "a fox", 1, pixels, steps)))
+    outcome = executor.run(RunRequest(validation=validation, run_id="m"))
+    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
+print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def run_memory(path: str, pixels: int, steps: int) -> dict[str, float]:
+    """Peak resident memory of a whole txt2img run (load, encode, sample, decode, save) in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE, path, str(pixels), str(steps)], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] * 1024
+    return {"peak_mb": peak / 1e6, "ratio": peak / Path(path).stat().st_size}
+
+
 def load_memory(path: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", LOAD_PROBE, path], cwd=ROOT, capture_output=True, text=True,
                          check=True)
@@ -145,6 +177,11 @@ def load_memory(path: str) -> dict[str, float]:
     size = Path(path).stat().st_size
     return {"file_mb": size / 1e6, "above_baseline_mb": (data["peak_kb"] - data["base_kb"]) * 1024 / 1e6,
             "ratio": (data["peak_kb"] - data["base_kb"]) * 1024 / size, "params_mb": data["param_bytes"] / 1e6}
+
+
+def _paired(ours: list[float], theirs: list[float]) -> str:
+    """Each round's ratio (run back to back, so they share the machine's load), then the median."""
+    return f"{statistics.median(o / t for o, t in zip(ours, theirs, strict=True)):.3f}"
 
 
 def _secs(values: list[float]) -> str:
@@ -160,7 +197,14 @@ def main() -> None:
     parser.add_argument("--cpu-bf16", action="store_true", help="also time Sumie with --cpu-bf16, interleaved")
     parser.add_argument("--growth", action="store_true", help="also the cost-as-work-grows figures (work_growth.py)")
     parser.add_argument("--no-memory", action="store_true", help="skip the full-size loading-memory probe")
+    parser.add_argument("--run-memory", metavar="FILE", help="peak memory of one whole run (--pixels, 1 step) "
+                        "with this checkpoint, in a fresh process, against the file's size")
     args = parser.parse_args()
+    if args.run_memory:
+        r = run_memory(args.run_memory, args.pixels, 1)
+        print(f"a whole {args.pixels}px run with {Path(args.run_memory).name}: peak RSS {r['peak_mb']:.0f} MB = "
+              f"{r['ratio']:.2f}x the file (goal <= 1.2)")
+        return
     with tempfile.TemporaryDirectory(prefix="sumie-bench-") as tmp:
         full_path = None
         print(f"{'model':<8}{'size':>6}{'steps':>7}{'sumie s':>10}{'diffusers s':>13}{'ratio':>8}   (goal <= 1.02)",
@@ -171,10 +215,12 @@ def main() -> None:
                         bf16=args.cpu_bf16)
             print(f"{size_name:<8}{r['pixels']:>6}{steps:>7}{r['ours']:>10.3f}{r['diffusers']:>13.3f}"
                   f"{r['ours'] / r['diffusers']:>8.3f}   all: sumie {_secs(r['ours_all'])} diffusers "
-                  f"{_secs(r['diffusers_all'])}", flush=True)
+                  f"{_secs(r['diffusers_all'])}; median of paired ratios {_paired(r['ours_all'], r['diffusers_all'])}",
+                  flush=True)
             if r["bf16"] is not None:
                 print(f"{size_name + '+bf16':<14}{steps:>7}{r['bf16']:>10.3f}{r['diffusers']:>13.3f}"
-                      f"{r['bf16'] / r['diffusers']:>8.3f}   all: {_secs(r['bf16_all'])}   (--cpu-bf16)", flush=True)
+                      f"{r['bf16'] / r['diffusers']:>8.3f}   all: {_secs(r['bf16_all'])}; median of paired ratios "
+                      f"{_paired(r['bf16_all'], r['diffusers_all'])}   (--cpu-bf16)", flush=True)
             if size_name == "full":
                 full_path = r["path"]
         if args.growth:
