@@ -120,7 +120,7 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path, pixels: int 
 
 
 LOAD_PROBE = r"""
-import json, resource, sys, gc
+import json, sys, gc
 import torch, diffusers, transformers, safetensors  # the interpreter's baseline includes the libraries
 from nodes.models import load_checkpoint
 import os
@@ -132,14 +132,15 @@ ckpt = load_checkpoint(sys.argv[1])
 # the whole model resident, as it is when it runs.
 with torch.no_grad():
     checksum = sum(float(p.sum()) for m in (ckpt.unet, ckpt.vae, *ckpt.text_encoders) for p in m.parameters())
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM: the peak of this process image (ru_maxrss would start from the forking parent's size)
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 params = sum(p.numel() * p.element_size() for m in (ckpt.unet, ckpt.vae, *ckpt.text_encoders) for p in m.parameters())
 print(json.dumps({"base_kb": base, "peak_kb": peak, "param_bytes": params}))
 """
 
 
 RUN_PROBE = r"""
-import json, os, resource, sys, tempfile
+import json, os, sys, tempfile
 from pathlib import Path
 import torch
 import main
@@ -158,7 +159,7 @@ with tempfile.TemporaryDirectory() as tmp:
     validation = executor.validate(parse_api_workflow(workflow(path.name, "a fox", 1, pixels, steps)))
     outcome = executor.run(RunRequest(validation=validation, run_id="m"))
     assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"peak_kb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])}))
 """
 
 

@@ -107,7 +107,7 @@ def compiled(unet: torch.nn.Module, backend: str = "inductor") -> Any:
 
 def pin_to_cpu(tensor: torch.Tensor) -> torch.Tensor:
     """A copy of a device tensor in pinned host memory (so moving it back is a fast async DMA)."""
-    out = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=True)
+    out = torch.empty_like(tensor, device="cpu", pin_memory=True)  # keeps the layout (channels_last)
     out.copy_(tensor, non_blocking=True)
     return out
 
