@@ -44,7 +44,7 @@ def workflow(ckpt: str, prompt: str, seed: int, size: int, steps: int) -> dict:
 
 
 def compare(size_name: str, *, steps: int, repeat: int, root: Path, pixels: int = 256,
-            bf16: bool = False) -> dict[str, float]:
+            bf16: bool = False, unet_bf16: bool = False) -> dict[str, float]:
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
@@ -71,13 +71,17 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path, pixels: int 
     executor = Executor(registry, cache=RecentRunsCache(1), folders=folders, services={"models": manager})
     plain_speed, bf16_speed = manager.speed, SpeedSettings(cpu_bf16=True)  # the same weights, --cpu-bf16 or not
 
-    def ours(i: int, fast: bool = False) -> float:
+    # --unet-dtype bf16: the same file loaded again with bf16 weights, in its own manager
+    half_executor = Executor(registry, cache=RecentRunsCache(1), folders=folders,
+                             services={"models": ModelManager(dtype=torch.bfloat16)})
+
+    def ours(i: int, fast: bool = False, half: bool = False) -> float:
         manager.speed = bf16_speed if fast else plain_speed
         prompt = workflow(ckpt.name, PROMPTS[i % len(PROMPTS)] + f" #{i}", 1000 + i, pixels, steps)
         validation = executor.validate(parse_api_workflow(prompt))
         assert validation.ok, validation.messages()
         start = time.perf_counter()
-        outcome = executor.run(RunRequest(validation=validation, run_id=f"r{i}"))
+        outcome = (half_executor if half else executor).run(RunRequest(validation=validation, run_id=f"r{i}"))
         elapsed = time.perf_counter() - start
         assert outcome.status == "success", outcome.failure and outcome.failure.describe()
         return elapsed
@@ -107,14 +111,18 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path, pixels: int 
     theirs(-1)
     if bf16:
         ours(-2, True)
-    ours_t, theirs_t, fast_t = [], [], []
+    if unet_bf16:
+        ours(-3, half=True)
+    ours_t, theirs_t, fast_t, half_t = [], [], [], []
     for i in range(repeat):  # interleaved, so drift in machine load hits both sides alike
         ours_t.append(ours(i))
         theirs_t.append(theirs(i))
         if bf16:
             fast_t.append(ours(100 + i, True))
+        if unet_bf16:
+            half_t.append(ours(200 + i, half=True))
     return {"pixels": pixels, "ours": statistics.median(ours_t), "diffusers": statistics.median(theirs_t),
-            "ours_all": ours_t, "diffusers_all": theirs_t, "bf16_all": fast_t,
+            "ours_all": ours_t, "diffusers_all": theirs_t, "bf16_all": fast_t, "half_all": half_t,
             "bf16": statistics.median(fast_t) if fast_t else None,
             "file_mb": ckpt.stat().st_size / 1e6, "path": str(ckpt)}
 
@@ -196,6 +204,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pixels", type=int, default=256)
     parser.add_argument("--cpu-bf16", action="store_true", help="also time Sumie with --cpu-bf16, interleaved")
+    parser.add_argument("--unet-bf16", action="store_true", help="also time Sumie with --unet-dtype bf16")
     parser.add_argument("--growth", action="store_true", help="also the cost-as-work-grows figures (work_growth.py)")
     parser.add_argument("--no-memory", action="store_true", help="skip the full-size loading-memory probe")
     parser.add_argument("--run-memory", metavar="FILE", help="peak memory of one whole run (--pixels, 1 step) "
@@ -213,7 +222,7 @@ def main() -> None:
         for size_name in args.sizes.split(","):
             steps = args.steps
             r = compare(size_name, steps=steps, repeat=args.repeat, root=Path(tmp), pixels=args.pixels,
-                        bf16=args.cpu_bf16)
+                        bf16=args.cpu_bf16, unet_bf16=args.unet_bf16)
             print(f"{size_name:<8}{r['pixels']:>6}{steps:>7}{r['ours']:>10.3f}{r['diffusers']:>13.3f}"
                   f"{r['ours'] / r['diffusers']:>8.3f}   all: sumie {_secs(r['ours_all'])} diffusers "
                   f"{_secs(r['diffusers_all'])}; median of paired ratios {_paired(r['ours_all'], r['diffusers_all'])}",
@@ -222,6 +231,11 @@ def main() -> None:
                 print(f"{size_name + '+bf16':<14}{steps:>7}{r['bf16']:>10.3f}{r['diffusers']:>13.3f}"
                       f"{r['bf16'] / r['diffusers']:>8.3f}   all: {_secs(r['bf16_all'])}; median of paired ratios "
                       f"{_paired(r['bf16_all'], r['diffusers_all'])}   (--cpu-bf16)", flush=True)
+            if r["half_all"]:
+                med = statistics.median(r["half_all"])
+                print(f"{size_name + '+bf16w':<14}{steps:>7}{med:>10.3f}{r['diffusers']:>13.3f}"
+                      f"{med / r['diffusers']:>8.3f}   all: {_secs(r['half_all'])}; median of paired ratios "
+                      f"{_paired(r['half_all'], r['diffusers_all'])}   (--unet-dtype bf16)", flush=True)
             if size_name == "full":
                 full_path = r["path"]
         if args.growth:

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .weights_file import release_file_pages
+
 log = logging.getLogger("sumie.models")
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -82,8 +84,16 @@ def apply_process_settings(settings: SpeedSettings, device: torch.device) -> Non
 
 def channels_last(module: torch.nn.Module) -> torch.nn.Module:
     """Store the 4-D (convolution) weights NHWC, the layout cuDNN and oneDNN convolve fastest.
-    Only 4-D tensors are rewritten, one at a time."""
-    return module.to(memory_format=torch.channels_last)
+    One weight at a time, dropping the file's copy of each as it is rewritten: converting never
+    holds two copies of the model."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is None or param.dim() != 4 or param.is_contiguous(memory_format=torch.channels_last):
+                continue
+            sub._parameters[name] = torch.nn.Parameter(param.detach().contiguous(memory_format=torch.channels_last),
+                                                       requires_grad=param.requires_grad)
+            release_file_pages(param)
+    return module
 
 
 def fuse_qkv(unet: torch.nn.Module) -> None:
