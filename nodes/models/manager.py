@@ -97,6 +97,7 @@ class ModelManager:
         speed: SpeedSettings | None = None,
     ) -> None:
         self.speed = speed = speed or SpeedSettings()
+        explicit = dtype  # an explicit dtype is the VAE's too (unless given); --unet-dtype leaves the VAE alone
         dtype = dtype or speed.dtype(speed.unet_dtype)
         vae_dtype = vae_dtype or speed.dtype(speed.vae_dtype)
         if vram_budget_bytes is None and speed.vram_budget_gb is not None:
@@ -112,7 +113,7 @@ class ModelManager:
         # fp16 VAEs overflow (SDXL's notably): bf16 where the GPU has it, else fp32.
         if vae_dtype is None:
             bf16 = on_gpu and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            vae_dtype = torch.bfloat16 if bf16 else (self.dtype if dtype is not None else torch.float32)
+            vae_dtype = torch.bfloat16 if bf16 else (self.dtype if explicit is not None else torch.float32)
         self.vae_dtype = vae_dtype
         if vram_budget_bytes is None and self.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.device).total_memory

@@ -3,9 +3,10 @@
 Defaults follow what was measured (README, "Performance"): on a GPU channels_last, cudnn.benchmark,
 fp16 U-Net/text encoders and a bf16 VAE (fp32 where the GPU lacks bf16) are on; `torch.compile` is
 opt-in everywhere (minutes of compilation on first use, cached on disk across runs). On the CPU no
-lever is on by default: the only one that measured faster, bf16 autocast (`--cpu-bf16`, ~1.8x on a
-CPU with AMX), changes the images beyond the fidelity tests' tolerance; channels_last, fused QKV and
-the math SDPA kernel measured slower.
+lever is on by default: the one that measured much faster, bf16 weights (`--unet-dtype bf16`, 0.36x
+the fp32 time on a CPU with AMX; `--cpu-bf16` autocast is less steady), changes the images beyond the
+fidelity tests' tolerance; channels_last was unclear (0.83x to 2.7x), fused QKV and the math SDPA
+kernel measured slower.
 """
 
 from __future__ import annotations

@@ -98,6 +98,8 @@ def test_speed_flags_reach_the_model_manager(tmp_path):
     assert speed.compile_cache == tmp_path / "compile_cache"
     manager = ModelManager(force_cpu=True, speed=speed)
     assert manager.dtype == torch.bfloat16 and manager.vae_dtype == torch.float32
+    alone = ModelManager(force_cpu=True, speed=SpeedSettings(unet_dtype="bf16"))
+    assert alone.dtype == torch.bfloat16 and alone.vae_dtype == torch.float32  # the VAE keeps its default
     assert manager.vram_budget_bytes == 6 * 1024**3 and not manager.channels_last
     assert main.settings_from(parse_args(["convert", "a.json", "b.json"])).speed is None
     default = ModelManager(force_cpu=True)
