@@ -203,3 +203,15 @@ def test_vae_decode_and_encode_fall_back_to_tiles_when_the_device_runs_out_of_me
     assert small.refused == 2 and encoded["samples"].shape == (1, 4, 320, 320)
     torch.testing.assert_close(encoded["samples"], encode_tiled(handle, image, tile_size=512, overlap=64))
     assert "ran out of device memory" in caplog.text
+
+
+def test_bf16_weights_sample_on_the_cpu(tiny_file):
+    plain, _, _ = ModelManager(force_cpu=True).load_checkpoint(tiny_file("sd1"))
+    half, clip, vae = ModelManager(force_cpu=True, speed=SpeedSettings(unet_dtype="bf16")).load_checkpoint(
+        tiny_file("sd1"))
+    assert half.unet.dtype == torch.bfloat16 and clip.encoders[0].dtype == torch.bfloat16
+    assert vae.vae.dtype == torch.float32
+    conds = _conds(plain.unet.config.cross_attention_dim)
+    out = _sample(half, conds)
+    assert out.dtype == torch.float32 and out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+    assert not torch.equal(out, _sample(plain, conds))
