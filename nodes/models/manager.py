@@ -192,9 +192,9 @@ class ModelManager:
 
         def load() -> tuple[Any, list[torch.nn.Module]]:
             ckpt = load_checkpoint(path, device=self._load_device([path]), dtype=self.dtype,
-                                   prediction_type=prediction_type)
+                                   prediction_type=prediction_type, vae_dtype=self.vae_dtype)
             assert ckpt.unet is not None and ckpt.vae is not None
-            vae = ckpt.vae.to(self.vae_dtype) if ckpt.vae.dtype != self.vae_dtype else ckpt.vae
+            vae = ckpt.vae
             info = ckpt.info
             model = self._model_handle(ckpt.unet, info, path)
             clip = ClipHandle(encoders=tuple(ckpt.text_encoders), specs=tuple(info.text_encoders), kind=info.kind,

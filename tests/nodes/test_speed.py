@@ -215,3 +215,12 @@ def test_bf16_weights_sample_on_the_cpu(tiny_file):
     out = _sample(half, conds)
     assert out.dtype == torch.float32 and out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
     assert not torch.equal(out, _sample(plain, conds))
+
+
+def test_the_vae_is_cast_from_the_files_values_not_through_the_unets_precision(tiny_file):
+    from nodes.models.checkpoint import load_checkpoint
+
+    _, _, vae = ModelManager(force_cpu=True, speed=SpeedSettings(unet_dtype="bf16")).load_checkpoint(tiny_file("sd1"))
+    ref = load_checkpoint(tiny_file("sd1")).vae
+    for (name, a), (_, b) in zip(vae.vae.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name  # fp32 file, fp32 VAE: exact, no bf16 rounding on the way
