@@ -92,6 +92,7 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8188
     limits: Limits = field(default_factory=Limits)
+    speed: Any = None  # nodes.models.speed.SpeedSettings (torch-free here: built in speed_settings_from)
 
 
 def build_registry(modules: Sequence[str] | None = None, *, folders: Folders | None = None) -> NodeRegistry:
@@ -124,7 +125,7 @@ def build_services(settings: Settings) -> dict[str, Any]:
     except ImportError as exc:
         log.warning("model support unavailable (%s): only torch-free nodes will run", exc)
         return services
-    manager = ModelManager(force_cpu=settings.force_cpu)
+    manager = ModelManager(force_cpu=settings.force_cpu, speed=settings.speed)
     services["models"] = manager
     services["system"] = manager  # /system_stats and /free
     return services
@@ -151,7 +152,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
     folders = Folders(models=folder("models"), input=folder("input"), output=folder("output"),
                       temp=folder("temp"), user=folder("user"))
     return Settings(folders=folders, force_cpu=args.cpu, cache=args.cache, listen=getattr(args, "listen", "127.0.0.1"),
-                    port=getattr(args, "port", 8188))
+                    port=getattr(args, "port", 8188), speed=speed_settings_from(args, folders))
+
+
+def speed_settings_from(args: argparse.Namespace, folders: Folders) -> Any:
+    """The speed flags of `serve` and `run` (None without torch, or for commands that run no model)."""
+    if not hasattr(args, "compile"):
+        return None
+    try:
+        from nodes.models.speed import SpeedSettings
+    except ImportError:
+        return None
+    return SpeedSettings(unet_dtype=args.unet_dtype, vae_dtype=args.vae_dtype, channels_last=args.channels_last,
+                         compile=args.compile, compile_cache=folders.user / "compile_cache",
+                         vram_budget_gb=args.vram_budget, threads=args.threads, cpu_bf16=args.cpu_bf16)
 
 
 def plugin_settings_from(args: argparse.Namespace) -> PluginSettings:

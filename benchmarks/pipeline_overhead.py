@@ -43,7 +43,8 @@ def workflow(ckpt: str, prompt: str, seed: int, size: int, steps: int) -> dict:
     }
 
 
-def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str, float]:
+def compare(size_name: str, *, steps: int, repeat: int, root: Path, pixels: int = 256,
+            bf16: bool = False, unet_bf16: bool = False) -> dict[str, float]:
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
@@ -53,9 +54,9 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
     from nodes.models import load_clip_tokenizer
     from nodes.models.manager import ModelManager
     from nodes.models.random_checkpoint import write_random_checkpoint
+    from nodes.models.speed import SpeedSettings
     from nodes.sampling.schedules import schedule
 
-    pixels = 256
     folders = Folders.under(root / size_name)
     for name in ("models", "input", "output", "temp", "user"):
         getattr(folders, name).mkdir(parents=True, exist_ok=True)
@@ -68,13 +69,19 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
     registry = main.build_registry(folders=folders)
     manager = ModelManager()
     executor = Executor(registry, cache=RecentRunsCache(1), folders=folders, services={"models": manager})
+    plain_speed, bf16_speed = manager.speed, SpeedSettings(cpu_bf16=True)  # the same weights, --cpu-bf16 or not
 
-    def ours(i: int) -> float:
+    # --unet-dtype bf16: the same file loaded again with bf16 weights, in its own manager
+    half_executor = Executor(registry, cache=RecentRunsCache(1), folders=folders,
+                             services={"models": ModelManager(dtype=torch.bfloat16)})
+
+    def ours(i: int, fast: bool = False, half: bool = False) -> float:
+        manager.speed = bf16_speed if fast else plain_speed
         prompt = workflow(ckpt.name, PROMPTS[i % len(PROMPTS)] + f" #{i}", 1000 + i, pixels, steps)
         validation = executor.validate(parse_api_workflow(prompt))
         assert validation.ok, validation.messages()
         start = time.perf_counter()
-        outcome = executor.run(RunRequest(validation=validation, run_id=f"r{i}"))
+        outcome = (half_executor if half else executor).run(RunRequest(validation=validation, run_id=f"r{i}"))
         elapsed = time.perf_counter() - start
         assert outcome.status == "success", outcome.failure and outcome.failure.describe()
         return elapsed
@@ -102,16 +109,26 @@ def compare(size_name: str, *, steps: int, repeat: int, root: Path) -> dict[str,
         return time.perf_counter() - start
 
     theirs(-1)
-    ours_t, theirs_t = [], []
+    if bf16:
+        ours(-2, True)
+    if unet_bf16:
+        ours(-3, half=True)
+    ours_t, theirs_t, fast_t, half_t = [], [], [], []
     for i in range(repeat):  # interleaved, so drift in machine load hits both sides alike
         ours_t.append(ours(i))
         theirs_t.append(theirs(i))
+        if bf16:
+            fast_t.append(ours(100 + i, True))
+        if unet_bf16:
+            half_t.append(ours(200 + i, half=True))
     return {"pixels": pixels, "ours": statistics.median(ours_t), "diffusers": statistics.median(theirs_t),
+            "ours_all": ours_t, "diffusers_all": theirs_t, "bf16_all": fast_t, "half_all": half_t,
+            "bf16": statistics.median(fast_t) if fast_t else None,
             "file_mb": ckpt.stat().st_size / 1e6, "path": str(ckpt)}
 
 
 LOAD_PROBE = r"""
-import json, resource, sys, gc
+import json, sys, gc
 import torch, diffusers, transformers, safetensors  # the interpreter's baseline includes the libraries
 from nodes.models import load_checkpoint
 import os
@@ -123,10 +140,43 @@ ckpt = load_checkpoint(sys.argv[1])
 # the whole model resident, as it is when it runs.
 with torch.no_grad():
     checksum = sum(float(p.sum()) for m in (ckpt.unet, ckpt.vae, *ckpt.text_encoders) for p in m.parameters())
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM: the peak of this process image (ru_maxrss would start from the forking parent's size)
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 params = sum(p.numel() * p.element_size() for m in (ckpt.unet, ckpt.vae, *ckpt.text_encoders) for p in m.parameters())
 print(json.dumps({"base_kb": base, "peak_kb": peak, "param_bytes": params}))
 """
+
+
+RUN_PROBE = r"""
+import json, os, sys, tempfile
+from pathlib import Path
+import torch
+import main
+from benchmarks.pipeline_overhead import workflow
+from graph import Executor, Folders, RecentRunsCache, RunRequest, parse_api_workflow
+from nodes.models.manager import ModelManager
+path, pixels, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+with tempfile.TemporaryDirectory() as tmp:
+    folders = Folders.under(Path(tmp))
+    for name in ("input", "output", "temp", "user"):
+        getattr(folders, name).mkdir(parents=True, exist_ok=True)
+    (folders.models / "checkpoints").mkdir(parents=True)
+    os.link(path, folders.models / "checkpoints" / path.name)  # a hard link: a symlink leaves the folder
+    executor = Executor(main.build_registry(folders=folders), cache=RecentRunsCache(1), folders=folders,
+                        services={"models": ModelManager()})
+    validation = executor.validate(parse_api_workflow(workflow(path.name, "a fox", 1, pixels, steps)))
+    outcome = executor.run(RunRequest(validation=validation, run_id="m"))
+    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
+print(json.dumps({"peak_kb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])}))
+"""
+
+
+def run_memory(path: str, pixels: int, steps: int) -> dict[str, float]:
+    """Peak resident memory of a whole txt2img run (load, encode, sample, decode, save) in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE, path, str(pixels), str(steps)], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] * 1024
+    return {"peak_mb": peak / 1e6, "ratio": peak / Path(path).stat().st_size}
 
 
 def load_memory(path: str) -> dict[str, float]:
@@ -138,24 +188,61 @@ def load_memory(path: str) -> dict[str, float]:
             "ratio": (data["peak_kb"] - data["base_kb"]) * 1024 / size, "params_mb": data["param_bytes"] / 1e6}
 
 
+def _paired(ours: list[float], theirs: list[float]) -> str:
+    """Each round's ratio (run back to back, so they share the machine's load), then the median."""
+    return f"{statistics.median(o / t for o, t in zip(ours, theirs, strict=True)):.3f}"
+
+
+def _secs(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,full", help="tiny, small (the demo model), full (SD 1.5)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pixels", type=int, default=256)
+    parser.add_argument("--cpu-bf16", action="store_true", help="also time Sumie with --cpu-bf16, interleaved")
+    parser.add_argument("--unet-bf16", action="store_true", help="also time Sumie with --unet-dtype bf16")
+    parser.add_argument("--growth", action="store_true", help="also the cost-as-work-grows figures (work_growth.py)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the full-size loading-memory probe")
+    parser.add_argument("--run-memory", metavar="FILE", help="peak memory of one whole run (--pixels, 1 step) "
+                        "with this checkpoint, in a fresh process, against the file's size")
     args = parser.parse_args()
+    if args.run_memory:
+        r = run_memory(args.run_memory, args.pixels, 1)
+        print(f"a whole {args.pixels}px run with {Path(args.run_memory).name}: peak RSS {r['peak_mb']:.0f} MB = "
+              f"{r['ratio']:.2f}x the file (goal <= 1.2)")
+        return
     with tempfile.TemporaryDirectory(prefix="sumie-bench-") as tmp:
         full_path = None
         print(f"{'model':<8}{'size':>6}{'steps':>7}{'sumie s':>10}{'diffusers s':>13}{'ratio':>8}   (goal <= 1.02)",
               flush=True)
         for size_name in args.sizes.split(","):
             steps = args.steps
-            r = compare(size_name, steps=steps, repeat=args.repeat, root=Path(tmp))
+            r = compare(size_name, steps=steps, repeat=args.repeat, root=Path(tmp), pixels=args.pixels,
+                        bf16=args.cpu_bf16, unet_bf16=args.unet_bf16)
             print(f"{size_name:<8}{r['pixels']:>6}{steps:>7}{r['ours']:>10.3f}{r['diffusers']:>13.3f}"
-                  f"{r['ours'] / r['diffusers']:>8.3f}", flush=True)
+                  f"{r['ours'] / r['diffusers']:>8.3f}   all: sumie {_secs(r['ours_all'])} diffusers "
+                  f"{_secs(r['diffusers_all'])}; median of paired ratios {_paired(r['ours_all'], r['diffusers_all'])}",
+                  flush=True)
+            if r["bf16"] is not None:
+                print(f"{size_name + '+bf16':<14}{steps:>7}{r['bf16']:>10.3f}{r['diffusers']:>13.3f}"
+                      f"{r['bf16'] / r['diffusers']:>8.3f}   all: {_secs(r['bf16_all'])}; median of paired ratios "
+                      f"{_paired(r['bf16_all'], r['diffusers_all'])}   (--cpu-bf16)", flush=True)
+            if r["half_all"]:
+                med = statistics.median(r["half_all"])
+                print(f"{size_name + '+bf16w':<14}{steps:>7}{med:>10.3f}{r['diffusers']:>13.3f}"
+                      f"{med / r['diffusers']:>8.3f}   all: {_secs(r['half_all'])}; median of paired ratios "
+                      f"{_paired(r['half_all'], r['diffusers_all'])}   (--unet-dtype bf16)", flush=True)
             if size_name == "full":
                 full_path = r["path"]
-        if full_path:
+        if args.growth:
+            from benchmarks.work_growth import report
+
+            report(Path(tmp) / "growth", steps=min(args.steps, 4), repeat=args.repeat)
+        if full_path and not args.no_memory:
             m = load_memory(full_path)
             print(f"\nloading the full-size fp16 file ({m['file_mb']:.0f} MB, {m['params_mb']:.0f} MB of weights) "
                   f"and reading every weight: peak {m['above_baseline_mb']:.0f} MB above the baseline = "

@@ -39,6 +39,28 @@ def _plugin_args(parser: argparse.ArgumentParser) -> None:
                        help="folder of plugin packs (repeatable); default ./custom_nodes/ beside main.py")
 
 
+def _speed_args(parser: argparse.ArgumentParser) -> None:
+    """How models run (nodes/models/speed.py; README "Performance")."""
+    group = parser.add_argument_group("speed")
+    precisions = ("fp32", "fp16", "bf16")
+    group.add_argument("--unet-dtype", choices=precisions, default=os.environ.get("SUMIE_UNET_DTYPE"),
+                       help="U-Net and text-encoder precision; default fp16 on a GPU, fp32 on the CPU")
+    group.add_argument("--vae-dtype", choices=precisions, default=os.environ.get("SUMIE_VAE_DTYPE"),
+                       help="VAE precision; default bf16 on a GPU that has it, else fp32")
+    group.add_argument("--compile", action="store_true", default=os.environ.get("SUMIE_COMPILE") == "1",
+                       help="torch.compile the U-Net on first use (slow first run, cached on disk under "
+                            "user/compile_cache for later runs; env SUMIE_COMPILE=1)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC weight layout (default: on a GPU only)")
+    group.add_argument("--vram-budget", type=float, default=None, metavar="GB",
+                       help="GPU memory for weights; least recently used models are offloaded beyond it "
+                            "(default: all but 2 GB)")
+    group.add_argument("--cpu-bf16", action="store_true", default=os.environ.get("SUMIE_CPU_BF16") == "1",
+                       help="bf16 autocast of the U-Net on CPUs with bf16 units (AMX/AVX512-BF16); images change "
+                            "slightly; --unet-dtype bf16 is the steadier speed-up (env SUMIE_CPU_BF16=1)")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the cores)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Sumie: a node-graph workflow engine for "
                                      "Stable Diffusion.")
@@ -52,6 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="development: reload plugin packs whose files changed, between prompts")
     server_cli.add_arguments(serve)
     cluster_cli.add_arguments(serve)
+    _speed_args(serve)
     run = sub.add_parser("run", help="run a saved workflow headlessly, without a server")
     run.add_argument("workflow", type=Path, help="a workflow: API or editor format .json, a POST /prompt body, or "
                      "a PNG/WebP with an embedded workflow")
@@ -60,6 +83,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="stream events as JSON lines on stdout")
     run.add_argument("--timeout", type=float, default=None, help="stop the run after this many seconds")
     _folder_args(run)
+    _speed_args(run)
     convert = sub.add_parser("convert", help="write the API-format prompt of an editor workflow or image")
     convert.add_argument("source", type=Path, help="an editor-format .json, an API .json, or a PNG/WebP")
     convert.add_argument("target", type=Path, help="the API-format .json to write ('-' for stdout)")

@@ -38,3 +38,19 @@ def run_prompt(executor: Executor, prompt: dict, *, run_id: str = "run", listene
     assert validation.ok, validation.messages()
     kw = {"interrupt": interrupt} if interrupt is not None else {}
     return executor.run(RunRequest(validation=validation, run_id=run_id, listeners=listeners, **kw))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run where CUDA is present and are skipped, with the reason, elsewhere."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_tests:
+        return
+    try:
+        import torch
+
+        reason = None if torch.cuda.is_available() else "needs a CUDA device (torch.cuda.is_available() is False)"
+    except ImportError:
+        reason = "needs torch with CUDA (torch is not installed)"
+    if reason is not None:
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason=reason))

@@ -69,17 +69,23 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     prediction_type: str | None = None,
+    vae_dtype: torch.dtype | None = None,
 ) -> LoadedCheckpoint:
     """Load a single-file SD1/SD2/SDXL checkpoint (or a diffusers folder) into diffusers modules.
 
-    ``dtype=None`` keeps each part in the dtype it was saved in. ``prediction_type`` overrides the
-    detected one ("epsilon" or "v_prediction"), since SD2 768-v files carry no flag.
+    ``dtype=None`` keeps each part in the dtype it was saved in; ``vae_dtype`` (default ``dtype``)
+    casts the VAE straight from the file's values, never through the U-Net's precision.
+    ``prediction_type`` overrides the detected one ("epsilon" or "v_prediction"), since SD2 768-v
+    files carry no flag.
     """
     path = Path(path)
     if path.is_dir():
-        return load_diffusers_folder(path, device=device, dtype=dtype, prediction_type=prediction_type)
+        ckpt = load_diffusers_folder(path, device=device, dtype=dtype, prediction_type=prediction_type)
+        if vae_dtype is not None and ckpt.vae is not None:
+            ckpt.vae = ckpt.vae.to(vae_dtype)
+        return ckpt
     return checkpoint_from_state_dict(read_state_dict(path), path=path, device=device, dtype=dtype,
-                                      prediction_type=prediction_type)
+                                      prediction_type=prediction_type, vae_dtype=vae_dtype)
 
 
 def _take(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -95,6 +101,7 @@ def checkpoint_from_state_dict(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     prediction_type: str | None = None,
+    vae_dtype: torch.dtype | None = None,
 ) -> LoadedCheckpoint:
     """Build the modules of a full checkpoint already in memory (original key layout).
 
@@ -105,7 +112,8 @@ def checkpoint_from_state_dict(
     assert info.unet_config is not None and info.vae_config is not None
     remaining = dict(sd)
     unet = build_unet(_take(remaining, UNET_PREFIX), info.unet_config, path=path, dtype=dtype, device=device)
-    vae = build_vae(_take(remaining, VAE_PREFIX), info.vae_config, path=path, dtype=dtype, device=device)
+    vae = build_vae(_take(remaining, VAE_PREFIX), info.vae_config, path=path, dtype=vae_dtype or dtype,
+                    device=device)
     encoders = [build_text_encoder(_take(remaining, spec.prefix), spec, path=path, dtype=dtype, device=device)
                 for spec in info.text_encoders]
     return LoadedCheckpoint(path=path, info=info, unet=unet, vae=vae, text_encoders=encoders)

@@ -26,6 +26,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from nodes.base.errors import ModelLoadError
 
 from .detect import SD1_CLIP_PREFIX, UNET_PREFIX, TextEncoderSpec
+from .weights_file import release_file_pages
 
 TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
 M = TypeVar("M", bound=torch.nn.Module)
@@ -67,8 +68,7 @@ def _materialise(
             raise ModelLoadError(path, f"{what} weight {key!r} has shape {tuple(weights[key].shape)}; "
                                        f"expected {tuple(tensor.shape)}")
     target = dtype or storage_dtype(weights)
-    cast = {k: (v.to(target) if v.is_floating_point() else v) for k, v in weights.items()}
-    model.load_state_dict(cast, strict=True, assign=True)
+    model.load_state_dict(_cast(weights, target), strict=True, assign=True)
     for module in model.modules():  # non-persistent buffers are not in any file: rebuild them
         for name, buffer in list(module._buffers.items()):
             if buffer is not None and buffer.is_meta:
@@ -76,6 +76,19 @@ def _materialise(
                     raise ModelLoadError(path, f"{what}: cannot rebuild buffer {name!r}")
                 module._buffers[name] = torch.arange(buffer.shape[-1]).expand(buffer.shape)
     return model.to(device).eval()
+
+
+def _cast(weights: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating weights in `dtype`, one tensor at a time: the file's copy of each cast tensor leaves
+    memory as soon as it is cast, so casting never holds two copies of the model."""
+    out = {}
+    for key, value in weights.items():
+        if value.is_floating_point() and value.dtype != dtype:
+            out[key] = value.to(dtype)
+            release_file_pages(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _check_all_used(source: Mapping[str, Any], converted: Mapping[str, Any], what: str, path: Path | None) -> None:

@@ -31,6 +31,7 @@ from nodes.base.model_sampling import ModelSampling
 
 from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
+from .speed import SpeedSettings, apply_process_settings, channels_last, move_module
 from .tokenizer import PadStyle, load_clip_tokenizer
 
 log = logging.getLogger("sumie.models")
@@ -70,6 +71,11 @@ def file_stamp(path: Path) -> tuple[Any, ...]:
     return (st.st_size, st.st_mtime_ns)
 
 
+def _device_of(module: torch.nn.Module) -> torch.device | None:
+    param = next(module.parameters(), None)
+    return None if param is None else param.device
+
+
 def _resolved(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
@@ -88,7 +94,14 @@ class ModelManager:
         dtype: torch.dtype | None = None,
         vae_dtype: torch.dtype | None = None,
         vram_budget_bytes: int | None = None,
+        speed: SpeedSettings | None = None,
     ) -> None:
+        self.speed = speed = speed or SpeedSettings()
+        explicit = dtype  # an explicit dtype is the VAE's too (unless given); --unet-dtype leaves the VAE alone
+        dtype = dtype or speed.dtype(speed.unet_dtype)
+        vae_dtype = vae_dtype or speed.dtype(speed.vae_dtype)
+        if vram_budget_bytes is None and speed.vram_budget_gb is not None:
+            vram_budget_bytes = int(speed.vram_budget_gb * 1024**3)
         if device is None:
             device = "cuda" if torch.cuda.is_available() and not force_cpu else "cpu"
         self.device = torch.device(device)
@@ -100,12 +113,14 @@ class ModelManager:
         # fp16 VAEs overflow (SDXL's notably): bf16 where the GPU has it, else fp32.
         if vae_dtype is None:
             bf16 = on_gpu and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            vae_dtype = torch.bfloat16 if bf16 else (self.dtype if dtype is not None else torch.float32)
+            vae_dtype = torch.bfloat16 if bf16 else (self.dtype if explicit is not None else torch.float32)
         self.vae_dtype = vae_dtype
         if vram_budget_bytes is None and self.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.device).total_memory
             vram_budget_bytes = max(total // 2, total - _DEVICE_RESERVE)
         self.vram_budget_bytes = vram_budget_bytes
+        self.channels_last = speed.channels_last_on(self.device)
+        apply_process_settings(speed, self.device)
         self._lock = threading.RLock()
         self._cache: dict[tuple[Any, ...], _Entry] = {}
         self._resident: OrderedDict[int, torch.nn.Module] = OrderedDict()  # on the compute device, LRU first
@@ -132,6 +147,11 @@ class ModelManager:
             if tuple(file_stamp(p) for p in paths) != stamp:
                 raise ModelLoadError(paths[0], "the file changed while it was being loaded; try again")
             self._cache[key] = _Entry(stamp=stamp, value=value, modules=tuple(modules))
+            for module in modules:
+                if self.channels_last and any(p.dim() == 4 for p in module.parameters()):
+                    channels_last(module)
+                if self.device != self.offload_device and _device_of(module) == self.device:
+                    self._resident[id(module)] = module  # loaded straight onto the device
             return value
 
     def _drop(self, key: tuple[Any, ...]) -> None:
@@ -143,6 +163,18 @@ class ModelManager:
             self._cpu_only.discard(id(module))
             if self._resident.pop(id(module), None) is not None:
                 self._move(module, self.offload_device)
+
+    def _load_device(self, paths: Sequence[Path]) -> torch.device:
+        """Where a load puts its weights: straight onto the GPU when they fit the budget beside what is
+        there (one transfer, no host copy in between), else the offload device."""
+        if self.device.type != "cuda" or not self.speed.load_to_device:
+            return self.offload_device
+        needed = sum(p.stat().st_size for p in paths if p.is_file())
+        if self.vram_budget_bytes is not None:
+            self._make_room(needed, quiet=True)
+            if self.resident_bytes() + needed > self.vram_budget_bytes:
+                return self.offload_device
+        return self.device
 
     def _latent_format(self, info: CheckpointInfo) -> LatentFormat:
         rgb = SDXL_LATENT_RGB if info.is_sdxl else SD_LATENT_RGB
@@ -159,9 +191,10 @@ class ModelManager:
         path = _resolved(path)
 
         def load() -> tuple[Any, list[torch.nn.Module]]:
-            ckpt = load_checkpoint(path, device=self.offload_device, dtype=self.dtype, prediction_type=prediction_type)
+            ckpt = load_checkpoint(path, device=self._load_device([path]), dtype=self.dtype,
+                                   prediction_type=prediction_type, vae_dtype=self.vae_dtype)
             assert ckpt.unet is not None and ckpt.vae is not None
-            vae = ckpt.vae.to(self.vae_dtype) if ckpt.vae.dtype != self.vae_dtype else ckpt.vae
+            vae = ckpt.vae
             info = ckpt.info
             model = self._model_handle(ckpt.unet, info, path)
             clip = ClipHandle(encoders=tuple(ckpt.text_encoders), specs=tuple(info.text_encoders), kind=info.kind,
@@ -187,7 +220,7 @@ class ModelManager:
         path = _resolved(path)
 
         def load() -> tuple[Any, list[torch.nn.Module]]:
-            ckpt = load_unet(path, device=self.offload_device, dtype=self.dtype, prediction_type=prediction_type)
+            ckpt = load_unet(path, device=self._load_device([path]), dtype=self.dtype, prediction_type=prediction_type)
             assert ckpt.unet is not None
             return self._model_handle(ckpt.unet, ckpt.info, path), [ckpt.unet]
 
@@ -298,7 +331,7 @@ class ModelManager:
                 self._in_use.pop(id(module), None)
 
     def _move(self, module: torch.nn.Module, device: torch.device) -> None:
-        module.to(device)
+        move_module(module, device, pinned=self.speed.pinned_offload)
 
     def _load_to_device(self, module: torch.nn.Module) -> None:
         key = id(module)
@@ -311,7 +344,7 @@ class ModelManager:
         self._move(module, self.device)
         self._resident[key] = module
 
-    def _make_room(self, needed: int) -> None:
+    def _make_room(self, needed: int, *, quiet: bool = False) -> None:
         budget = self.vram_budget_bytes or 0
         used = sum(module_bytes(m) for m in self._resident.values())
         for key in list(self._resident):
@@ -322,7 +355,7 @@ class ModelManager:
             module = self._resident.pop(key)
             used -= module_bytes(module)
             self._move(module, self.offload_device)
-        if used + needed > budget:
+        if used + needed > budget and not quiet:
             log.warning("model of %.1f MiB does not fit the %.1f MiB device budget next to the %.1f MiB in use; "
                         "loading it anyway", needed / 2**20, budget / 2**20, used / 2**20)
         if self.device.type == "cuda":

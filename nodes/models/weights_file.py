@@ -9,26 +9,33 @@ pickled object other than tensors and plain containers.
 from __future__ import annotations
 
 import json
+import mmap
 import pickle
 import struct
+import threading
+import weakref
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from nodes.base.errors import ModelLoadError
 
 SAFETENSORS_SUFFIXES = frozenset({".safetensors", ".sft"})
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap; real headers are well under 1 MB
-_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL",
-                       "F8_E4M3", "F8_E5M2", "U16", "U32", "U64"}
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+                       "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64}
+_PAGE = mmap.PAGESIZE
+_mapped_lock = threading.Lock()
+_mapped: dict[int, tuple[int, weakref.ref]] = {}  # start address of a file mapping -> (end, the mapping)
 
 
-def _check_safetensors_header(path: Path) -> None:
+def _check_safetensors_header(path: Path) -> tuple[dict, int]:
+    """The parsed header and where the data section starts; raises on anything malformed."""
     size = path.stat().st_size
     if size < 8:
         raise ModelLoadError(path, f"file is {size} bytes; expected a safetensors header (at least 8 bytes)")
@@ -61,14 +68,66 @@ def _check_safetensors_header(path: Path) -> None:
         if offsets[1] > data_len:
             raise ModelLoadError(path, f"file is truncated: tensor {name!r} ends at byte {offsets[1]} of the data "
                                        f"section but only {data_len} bytes are present")
+        shape = entry.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ModelLoadError(path, f"tensor {name!r} has no valid shape")
+        count = 1
+        for d in shape:
+            count *= d
+        if offsets[1] - offsets[0] != count * _SAFETENSORS_DTYPES[entry["dtype"]].itemsize or offsets[0] < 0:
+            raise ModelLoadError(path, f"tensor {name!r} claims {offsets[1] - offsets[0]} bytes for shape {shape}; "
+                                       "expected a safetensors file")
+    return header, 8 + header_len
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    _check_safetensors_header(path)
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(path, f"cannot read safetensors file: {exc}") from None
+    """Every tensor as a view of one private (copy-on-write) memory map of the file: loading copies
+    nothing, the weights are the file's pages, and a tensor written to (a LoRA merged in place) gets
+    private copies of only the pages it changes."""
+    header, start = _check_safetensors_header(path)
+    with path.open("rb") as handle:
+        if path.stat().st_size == 0:
+            raise ModelLoadError(path, "file is empty")
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    whole = torch.frombuffer(mapping, dtype=torch.uint8)
+    base = whole.data_ptr()
+    with _mapped_lock:
+        _mapped[base] = (base + len(mapping), weakref.ref(mapping))
+    weakref.finalize(mapping, _forget_mapping, base)
+    out: dict[str, torch.Tensor] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+        raw = whole[start + begin:start + end]
+        if (start + begin) % dtype.itemsize:  # unaligned (never written so by safetensors): copy it
+            raw = raw.clone()
+        out[name] = raw.view(dtype).reshape(entry["shape"])
+    return out
+
+
+def _forget_mapping(base: int) -> None:
+    with _mapped_lock:
+        _mapped.pop(base, None)
+
+
+def release_file_pages(tensor: torch.Tensor) -> None:
+    """Drop a file-mapped tensor's pages from memory once its contents were copied elsewhere (a cast
+    to another dtype): without this the file's copy stays resident beside the cast one until the
+    whole file is released. Safe because the pages are clean: touching them again reads the file.
+    Tensors that are not views of a file mapping are left alone."""
+    ptr = tensor.data_ptr()
+    size = tensor.numel() * tensor.element_size()
+    with _mapped_lock:
+        owner = next((ref() for base, (end, ref) in _mapped.items() if base <= ptr and ptr + size <= end), None)
+        if owner is None or owner.closed:
+            return
+        base = next(b for b, (_, ref) in _mapped.items() if ref() is owner)
+    first = -(-(ptr - base) // _PAGE) * _PAGE  # whole pages inside the tensor only
+    last = (ptr - base + size) // _PAGE * _PAGE
+    if last > first and tensor.is_contiguous():
+        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _read_pickle(path: Path, nested: bool = False) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
 from nodes.models.model_patches import NO_PATCHES, ActivePatches
+from nodes.models.speed import compiled
 from nodes.sampling.conditioning import sdxl_time_ids
 
 from .control import apply_to_uncond
@@ -227,12 +229,25 @@ class Guider:
                             timestep=timestep, context=cond, added_cond_kwargs=kwargs.get("added_cond_kwargs"),
                             batched=n)
             kwargs.update(merge_kwargs(self.prepared[id(a)].unet_kwargs(call) for a in entries[0].additions))
-        unet = self.patches.unet_caller(self.model.unet, sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
+        unet = self.patches.unet_caller(self._unet(), sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
                                         original_shape=tuple(model_in.shape), model=self.model)
-        out = unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
+        with self._autocast():
+            out = unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
         out = out.float()
         xs = x.repeat(n, 1, 1, 1) if n > 1 else x
         return ms.calculate_denoised(sig, out, xs)
+
+    def _autocast(self) -> Any:
+        speed = getattr(self.model.manager, "speed", None)
+        return speed.autocast(self.device) if speed is not None else nullcontext()
+
+    def _unet(self) -> Any:
+        """The U-Net, compiled when the model manager runs with `--compile` (TorchCompileModel's
+        patch then finds it already compiled and leaves it as is)."""
+        manager = self.model.manager
+        if manager is not None and getattr(manager, "speed", None) is not None and manager.speed.compile:
+            return compiled(self.model.unet, manager.speed.compile_backend)
+        return self.model.unet
 
     def _sdxl_added(self, e: _Entry, batch: int) -> dict[str, torch.Tensor]:
         if e.pooled is None:

@@ -21,6 +21,7 @@ from nodes.base.errors import ModelLoadError
 from nodes.base.folders import files_of, resolve
 from nodes.base.handles import ModelHandle
 from nodes.models.model_patches import ActivePatches, ModelPatch
+from nodes.models.speed import compiled as compile_once
 
 from .loaders import file_fingerprint
 from .unet_patch_nodes import check_model
@@ -143,11 +144,8 @@ class HypernetworkLoader(Node):
 
 
 def compiled_unet(unet: torch.nn.Module, backend: str) -> Any:
-    """`torch.compile(unet)` for this backend, made once per U-Net (compilation itself waits for a call)."""
-    cache = unet.__dict__.setdefault("_compiled_by_backend", {})  # a plain attribute, not a submodule
-    if backend not in cache:
-        cache[backend] = torch.compile(unet, backend=backend)
-    return cache[backend]
+    """`torch.compile(unet)` for this backend, made once per U-Net and shared with `--compile`."""
+    return compile_once(unet, backend)
 
 
 @dataclass(frozen=True)

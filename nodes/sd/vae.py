@@ -12,6 +12,7 @@ Conventions (ComfyUI's, so workflows give the same pixels):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from nodes.base.handles import VaeHandle
 from nodes.base.resize import repeat_to_batch
 
 Latent = dict[str, Any]
+log = logging.getLogger("sumie.nodes")
 # Pixels decoded or encoded per chunk of a batch: bounds the VAE's activation memory.
 CHUNK_PIXELS = 2 * 1024 * 1024
 
@@ -195,6 +197,41 @@ def encode_tiled(handle: VaeHandle, pixels: torch.Tensor, *, tile_size: int, ove
         return tiled(x, run, tile=tile, overlap=lap, num=1, den=ds, align=ds, progress=progress)
 
 
+# ------------------------------------------------------------------- out-of-memory: retry in tiles
+
+FALLBACK_TILE, FALLBACK_OVERLAP = 512, 64  # pixels; VAEDecodeTiled's defaults
+
+
+def _free_device_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def decode_fitting(handle: VaeHandle, samples: torch.Tensor,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """`decode`, retried in 512-pixel tiles when the device runs out of memory (a large image on a
+    small GPU), so the prompt still finishes; the tiles are blended, so seams do not show."""
+    try:
+        return decode(handle, samples, progress)
+    except torch.OutOfMemoryError:
+        _free_device_memory()
+        log.warning("VAEDecode ran out of device memory for %s; decoding in %d-pixel tiles instead",
+                    list(samples.shape), FALLBACK_TILE)
+        return decode_tiled(handle, samples, tile_size=FALLBACK_TILE, overlap=FALLBACK_OVERLAP, progress=progress)
+
+
+def encode_fitting(handle: VaeHandle, pixels: torch.Tensor,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """`encode`, retried in 512-pixel tiles when the device runs out of memory."""
+    try:
+        return encode(handle, pixels, progress)
+    except torch.OutOfMemoryError:
+        _free_device_memory()
+        log.warning("VAEEncode ran out of device memory for %s; encoding in %d-pixel tiles instead",
+                    list(pixels.shape), FALLBACK_TILE)
+        return encode_tiled(handle, pixels, tile_size=FALLBACK_TILE, overlap=FALLBACK_OVERLAP, progress=progress)
+
+
 # ------------------------------------------------------------------------------------------------ nodes
 
 def _vae_in() -> InputSpec:
@@ -221,7 +258,7 @@ class VAEDecode(Node):
     def execute(self, ctx, *, samples: Latent, vae: VaeHandle) -> tuple[torch.Tensor]:
         latent = samples["samples"]
         _check_latent("VAEDecode", vae, latent)
-        return (decode(vae, latent, ctx.progress),)
+        return (decode_fitting(vae, latent, ctx.progress),)
 
 
 class VAEEncode(Node):
@@ -234,7 +271,7 @@ class VAEEncode(Node):
     def execute(self, ctx, *, pixels: torch.Tensor, vae: VaeHandle) -> tuple[Latent]:
         _check_image("VAEEncode", pixels)
         pixels = crop_to_multiple(pixels, vae.downscale)
-        return ({"samples": encode(vae, pixels, ctx.progress)},)
+        return ({"samples": encode_fitting(vae, pixels, ctx.progress)},)
 
 
 class VAEDecodeTiled(Node):
