@@ -9,7 +9,6 @@ nodes costs a handful of messages rather than one per node.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +21,10 @@ INTERVAL = 0.1  # seconds between two progress_state messages of one run
 class ProgressState:
     """The node states of one run, changed on the run thread and sent from either thread."""
 
-    def __init__(self, prompt_id: str, *, send: Callable[[dict[str, Any]], None], loop: asyncio.AbstractEventLoop,
-                 interval: float = INTERVAL) -> None:
+    def __init__(self, prompt_id: str, *, send: Callable[[dict[str, Any]], None], interval: float = INTERVAL) -> None:
         self.prompt_id = prompt_id
         self.nodes: dict[str, dict[str, Any]] = {}
         self._send = send  # thread-safe: hands the message to the event loop
-        self._loop = loop
         self._interval = interval
         self._lock = threading.Lock()
         self._sent_at = -float("inf")
@@ -57,7 +54,10 @@ class ProgressState:
         elif not self._pending:
             self._pending = True
             delay = self._interval - (now - self._sent_at)
-            self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._flush)
+            # A timer thread, not the event loop: the relay may post to a cluster worker's stream instead.
+            timer = threading.Timer(delay, self._flush)
+            timer.daemon = True
+            timer.start()
 
     def _flush(self) -> None:
         with self._lock:

@@ -84,7 +84,7 @@ class Relay:
         self.previews = previews
         self.history_messages: list[list[Any]] = []
         self.terminal: tuple[str, dict[str, Any]] | None = None
-        self.nodes = ProgressState(state.prompt_id, loop=loop,  # per-node states: progress_state messages
+        self.nodes = ProgressState(state.prompt_id,  # per-node states: progress_state messages
                                    send=lambda data: self._send("progress_state", data))
 
     def _send(self, type_: str, data: dict[str, Any]) -> None:

@@ -49,3 +49,21 @@ def test_a_worker_keeps_its_capacity_of_checkpoints_warm_and_counts_real_loads(t
     assert runtime.loads == 3  # a, b, a again: the second "a" job found it warm
     assert len(list(folders.output.glob("s*.png"))) == 4
     assert any(i[0] == "text" and '"type":"progress"' in i[1] for i in items)  # the stream carries the events
+
+
+def test_a_worker_streams_progress_state_like_the_in_process_worker(tmp_path: Path, caplog):
+    """ComfyUI's editor follows a run by its progress_state messages; a cluster worker's relay sends them
+    too (it posts to the run's stream, not to an event loop)."""
+    folders = Folders.under(tmp_path)
+    for name in ("input", "output", "temp", "user"):
+        getattr(folders, name).mkdir(parents=True)
+    (folders.models / "checkpoints").mkdir(parents=True)
+    write_random_checkpoint(folders.models / "checkpoints" / "a.safetensors", kind="sd1", seed=0)
+    runtime = WorkerRuntime(functools.partial(_executor, folders), "w0")
+    with caplog.at_level("ERROR"):
+        items = list(runtime.run({"prompt_id": "p", "client_id": None, "prompt": txt2img("a.safetensors", 0),
+                                  "extra_data": {}, "outputs_to_execute": ["6"]}, previews=False))
+    assert items[-1][0] == "done" and items[-1][1] == "success", items[-1]
+    states = [i[1] for i in items if i[0] == "text" and '"type":"progress_state"' in i[1]]
+    assert states and '"state":"finished"' in states[-1]  # the last one shows every node finished
+    assert not [r for r in caplog.records if "event listener" in r.getMessage()]
