@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from nodes.base.errors import ModelLoadError
-from nodes.base.handles import ClipHandle, LatentFormat, ModelHandle
-from nodes.base.model_sampling import ModelSampling
-from nodes.models import load_checkpoint
+from nodes.base.handles import ClipHandle
 from nodes.models.gligen import build_gligen, grounding_tokens
 from nodes.sampling.ksampler import SamplingRequest, sample
 from nodes.sd.gligen_nodes import GLIGENTextBoxApply
@@ -23,26 +21,8 @@ REQ = SamplingRequest(seed=2, steps=2, cfg=5.0, sampler_name="euler", scheduler=
 
 
 @pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
-@pytest.fixture(scope="module")
-def model(sd1) -> ModelHandle:
-    return ModelHandle(unet=sd1.unet, kind="sd1", sampling=ModelSampling.discrete(),
-                       latent_format=LatentFormat(scale_factor=sd1.info.vae_scaling_factor))
-
-
-@pytest.fixture(scope="module")
 def clip(sd1) -> ClipHandle:
     return ClipHandle(encoders=tuple(sd1.text_encoders), specs=tuple(sd1.info.text_encoders), kind="sd1")
-
-
-@pytest.fixture(scope="module")
-def conds(sd1):
-    gen = torch.Generator().manual_seed(0)
-    width = sd1.unet.config.cross_attention_dim
-    return [[torch.randn(1, 7, width, generator=gen), {}]], [[torch.randn(1, 7, width, generator=gen), {}]]
 
 
 def _gligen(sd1, gates: float):

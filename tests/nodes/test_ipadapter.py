@@ -33,24 +33,6 @@ IMAGE = torch.rand(1, 40, 48, 3, generator=torch.Generator().manual_seed(5))
 
 
 @pytest.fixture(scope="module")
-def sd1(tiny_file):
-    return load_checkpoint(tiny_file("sd1"))
-
-
-@pytest.fixture(scope="module")
-def model(sd1) -> ModelHandle:
-    return ModelHandle(unet=sd1.unet, kind="sd1", sampling=ModelSampling.discrete(),
-                       latent_format=LatentFormat(scale_factor=sd1.info.vae_scaling_factor))
-
-
-@pytest.fixture(scope="module")
-def conds(sd1):
-    gen = torch.Generator().manual_seed(0)
-    width = sd1.unet.config.cross_attention_dim
-    return [[torch.randn(1, 7, width, generator=gen), {}]], [[torch.randn(1, 7, width, generator=gen), {}]]
-
-
-@pytest.fixture(scope="module")
 def vision(tmp_path_factory) -> ClipVisionHandle:
     path = write_vision(tmp_path_factory.mktemp("vision") / "v.safetensors")
     return ClipVisionHandle(model=build_clip_vision(read_state_dict(path), path))
