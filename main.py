@@ -165,6 +165,7 @@ def speed_settings_from(args: argparse.Namespace, folders: Folders) -> Any:
         return None
     return SpeedSettings(unet_dtype=args.unet_dtype, vae_dtype=args.vae_dtype, channels_last=args.channels_last,
                          compile=args.compile, compile_cache=folders.user / "compile_cache",
+                         cuda_graphs=args.cuda_graphs,
                          vram_budget_gb=args.vram_budget, threads=args.threads, cpu_bf16=args.cpu_bf16)
 
 

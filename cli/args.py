@@ -52,6 +52,8 @@ def _speed_args(parser: argparse.ArgumentParser) -> None:
                             "user/compile_cache for later runs; env SUMIE_COMPILE=1)")
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC weight layout (default: on a GPU only)")
+    group.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                       help="replay each sampling step's U-Net call as a recorded CUDA graph (GPU only; default on)")
     group.add_argument("--vram-budget", type=float, default=None, metavar="GB",
                        help="GPU memory for weights; least recently used models are offloaded beyond it "
                             "(default: all but 2 GB)")

@@ -1,7 +1,8 @@
 """Speed settings and the levers they turn: memory layout, compilation, precision, backend flags.
 
 Defaults follow what was measured (README, "Performance"): on a GPU channels_last, cudnn.benchmark,
-fp16 U-Net/text encoders and a bf16 VAE (fp32 where the GPU lacks bf16) are on; `torch.compile` is
+CUDA graphs of the sampling steps, fp16 U-Net/text encoders and a bf16 VAE (fp32 where the GPU lacks
+bf16) are on; `torch.compile` is
 opt-in everywhere (minutes of compilation on first use, cached on disk across runs). On the CPU no
 lever is on by default: the one that measured much faster, bf16 weights (`--unet-dtype bf16`, 0.36x
 the fp32 time on a CPU with AMX; `--cpu-bf16` autocast is less steady), changes the images beyond the
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import cuda_graphs
 from .weights_file import release_file_pages
 
 log = logging.getLogger("sumie.models")
@@ -37,6 +39,7 @@ class SpeedSettings:
     compile: bool = False  # torch.compile the U-Net on first use
     compile_backend: str = "inductor"
     compile_cache: Path | None = None  # inductor's on-disk cache, so a restart reuses the compiled code
+    cuda_graphs: bool = True  # replay plain U-Net calls as CUDA graphs (nodes/models/cuda_graphs.py)
     cudnn_benchmark: bool = True
     pinned_offload: bool = True  # weights moved off the GPU land in pinned memory (fast, async reloads)
     load_to_device: bool = True  # load weights straight onto the GPU when they fit the budget
@@ -128,9 +131,12 @@ def move_module(module: torch.nn.Module, device: torch.device, *, pinned: bool) 
     if device.type == "cpu" and pinned and torch.cuda.is_available():
         on_gpu = any(p.is_cuda for p in module.parameters())
         if on_gpu:
+            cuda_graphs.drop(module)
             module._apply(lambda t: pin_to_cpu(t) if t.is_cuda else t)
             torch.cuda.synchronize()
             return
+    if device.type == "cpu":
+        cuda_graphs.drop(module)
     module.to(device, non_blocking=device.type == "cuda")
 
 

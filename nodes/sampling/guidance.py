@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
+from nodes.models.cuda_graphs import UNetGraphs, graphs_of, weight_addresses
 from nodes.models.model_patches import NO_PATCHES, ActivePatches
 from nodes.models.speed import compiled
 from nodes.sampling.conditioning import sdxl_time_ids
@@ -122,6 +123,8 @@ def _feather(mult: torch.Tensor, area: tuple[int, int, int, int], h: int, w: int
 
 class Guider:
     """The CFG denoiser: call it with (x, sigma) in sampling space, get the x0 estimate."""
+
+    _weight_addresses: tuple[int, ...] | None = None  # see _weights
 
     def __init__(self, model: ModelHandle, positive: Sequence[Any], negative: Sequence[Any] | None, cfg: float,
                  *, x: torch.Tensor, device: torch.device, dtype: torch.dtype,
@@ -229,13 +232,31 @@ class Guider:
                             timestep=timestep, context=cond, added_cond_kwargs=kwargs.get("added_cond_kwargs"),
                             batched=n)
             kwargs.update(merge_kwargs(self.prepared[id(a)].unet_kwargs(call) for a in entries[0].additions))
-        unet = self.patches.unet_caller(self._unet(), sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
+        base = self._unet()
+        unet = self.patches.unet_caller(base, sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
                                         original_shape=tuple(model_in.shape), model=self.model)
-        with self._autocast():
-            out = unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
+        graphs = self._graphs() if unet is base and not entries[0].additions else None
+        if graphs is not None:  # a plain call: replayed from a CUDA graph after the first step
+            out = graphs.run(base, self._weights(), model_in.to(self.dtype), timestep, cond,
+                             kwargs.get("added_cond_kwargs"))
+        else:
+            with self._autocast():
+                out = unet(model_in.to(self.dtype), timestep, encoder_hidden_states=cond, **kwargs).sample
         out = out.float()
         xs = x.repeat(n, 1, 1, 1) if n > 1 else x
         return ms.calculate_denoised(sig, out, xs)
+
+    def _graphs(self) -> UNetGraphs | None:
+        speed = getattr(self.model.manager, "speed", None)
+        if self.device.type != "cuda" or speed is None or not speed.cuda_graphs:
+            return None
+        return graphs_of(self.model.unet)
+
+    def _weights(self) -> tuple[int, ...]:
+        """The U-Net's weight addresses, read once per run (weights stay put while sampling)."""
+        if self._weight_addresses is None:
+            self._weight_addresses = weight_addresses(self.model.unet)
+        return self._weight_addresses
 
     def _autocast(self) -> Any:
         speed = getattr(self.model.manager, "speed", None)
