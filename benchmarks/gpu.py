@@ -162,6 +162,8 @@ def main() -> None:
             if not args.no_compile:
                 case.compile_both("eager" if args.smoke else "inductor")
                 results[(kind, "compiled")] = _round(case, args.repeat, "compiled")
+                stats = {k: dict(v) for k, v in torch._dynamo.utils.counters.items() if k in ("stats", "recompiles")}
+                print(f"        dynamo: {stats}", flush=True)
             case.manager.unload_all()
             del case
             torch.cuda.empty_cache()
