@@ -6,13 +6,14 @@ where the arithmetic alone allows several times that). A sampling run calls the 
 shapes at every step, so after one eager call the call is recorded once as a CUDA graph and every
 later step copies its inputs into the recorded buffers and replays it.
 
-Only plain calls are graphed: no model patches (attention processors, hooks, wrappers) and no
-per-step additions (ControlNet residuals), whose Python code would not run again in a replay. A
-graph reads the weights at the addresses they had when it was recorded, so the key holds those
-addresses: a LoRA swapping weights in, or the model manager moving the U-Net off the GPU and back,
-records a new graph, and moving the U-Net off the GPU drops its graphs (`drop`). At most two graphs
-per U-Net are kept (say, a run and its hires pass). A recording that fails logs why and leaves that
-U-Net eager for the rest of the process.
+Only plain calls are graphed: no model patches (attention processors, hooks, wrappers), no per-step
+additions (ControlNet residuals), whose Python code would not run again in a replay, and no module
+hooks or forwards replaced by a plugin. A graph reads the weights at the addresses they had when it
+was recorded, so the key holds those addresses (and the attention processors): a LoRA swapping
+weights in, or the model manager moving the U-Net off the GPU and back, records a new graph, and
+moving the U-Net off the GPU drops its graphs (`drop`). At most two graphs per U-Net are kept (say,
+a run and its hires pass). A recording that fails logs why and leaves that U-Net eager for the rest
+of the process.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class UNetGraphs:
         self.disabled: str | None = None
         self.replays = 0
 
-    def run(self, fn: Callable[..., Any], weights: tuple[int, ...], x: torch.Tensor, timestep: torch.Tensor,
+    def run(self, fn: Callable[..., Any], weights: tuple, x: torch.Tensor, timestep: torch.Tensor,
             context: torch.Tensor, added: dict[str, torch.Tensor] | None) -> torch.Tensor:
         """`fn(x, timestep, encoder_hidden_states=context, added_cond_kwargs=added).sample`, replayed
         from a graph from the second call with this signature on."""
@@ -108,9 +109,16 @@ def graphs_of(unet: torch.nn.Module) -> UNetGraphs:
     return graphs
 
 
-def weight_addresses(unet: torch.nn.Module) -> tuple[int, ...]:
-    """Where every weight lives now: a graph recorded with other addresses must not replay."""
-    return tuple(t.data_ptr() for t in unet.parameters()) + tuple(t.data_ptr() for t in unet.buffers())
+def fingerprint(unet: torch.nn.Module) -> tuple | None:
+    """What a recorded graph depends on besides its inputs: every weight's address and every attention
+    processor. None when Python would run differently in a call in ways a replay cannot follow: a
+    module hook, or a forward replaced on an instance (a plugin patching the U-Net directly)."""
+    for module in unet.modules():
+        if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__:
+            return None
+    processors = getattr(unet, "attn_processors", {})
+    return (tuple(t.data_ptr() for t in unet.parameters()) + tuple(t.data_ptr() for t in unet.buffers()),
+            tuple((name, id(proc)) for name, proc in processors.items()))
 
 
 def drop(module: torch.nn.Module) -> None:
@@ -121,4 +129,4 @@ def drop(module: torch.nn.Module) -> None:
         graphs.seen.clear()
 
 
-__all__ = ["KEEP", "UNetGraphs", "drop", "graphs_of", "weight_addresses"]
+__all__ = ["KEEP", "UNetGraphs", "drop", "fingerprint", "graphs_of"]

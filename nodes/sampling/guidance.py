@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.base.handles import ModelHandle
-from nodes.models.cuda_graphs import UNetGraphs, graphs_of, weight_addresses
+from nodes.models.cuda_graphs import UNetGraphs, fingerprint, graphs_of
 from nodes.models.model_patches import NO_PATCHES, ActivePatches
 from nodes.models.speed import compiled
 from nodes.sampling.conditioning import sdxl_time_ids
@@ -124,7 +124,7 @@ def _feather(mult: torch.Tensor, area: tuple[int, int, int, int], h: int, w: int
 class Guider:
     """The CFG denoiser: call it with (x, sigma) in sampling space, get the x0 estimate."""
 
-    _weight_addresses: tuple[int, ...] | None = None  # see _weights
+    _graph_fingerprint: tuple | None | bool = False  # see _fingerprint (False: not read yet)
 
     def __init__(self, model: ModelHandle, positive: Sequence[Any], negative: Sequence[Any] | None, cfg: float,
                  *, x: torch.Tensor, device: torch.device, dtype: torch.dtype,
@@ -236,8 +236,8 @@ class Guider:
         unet = self.patches.unet_caller(base, sigma=sig, cond_or_uncond=[int(e.negative) for e in entries],
                                         original_shape=tuple(model_in.shape), model=self.model)
         graphs = self._graphs() if unet is base and not entries[0].additions else None
-        if graphs is not None:  # a plain call: replayed from a CUDA graph after the first step
-            out = graphs.run(base, self._weights(), model_in.to(self.dtype), timestep, cond,
+        if graphs is not None and self._fingerprint() is not None:  # replayed from a CUDA graph after step 1
+            out = graphs.run(base, self._fingerprint(), model_in.to(self.dtype), timestep, cond,
                              kwargs.get("added_cond_kwargs"))
         else:
             with self._autocast():
@@ -252,11 +252,11 @@ class Guider:
             return None
         return graphs_of(self.model.unet)
 
-    def _weights(self) -> tuple[int, ...]:
-        """The U-Net's weight addresses, read once per run (weights stay put while sampling)."""
-        if self._weight_addresses is None:
-            self._weight_addresses = weight_addresses(self.model.unet)
-        return self._weight_addresses
+    def _fingerprint(self) -> tuple | None:
+        """What a CUDA graph of this U-Net depends on, read once per run (nothing moves while sampling)."""
+        if self._graph_fingerprint is False:
+            self._graph_fingerprint = fingerprint(self.model.unet)
+        return self._graph_fingerprint
 
     def _autocast(self) -> Any:
         speed = getattr(self.model.manager, "speed", None)
