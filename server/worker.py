@@ -24,6 +24,7 @@ from graph import Executor, InterruptToken, RunRequest, parse_api_workflow
 
 from .jobs import DONE, ERROR, INTERRUPTED, Job, JobStore
 from .options import ServerOptions
+from .prefetch import Prefetcher
 from .relay import Relay, RunState
 from .users import RunScope
 from .ws import Hub
@@ -55,6 +56,7 @@ class Worker:
         self._running: asyncio.Future[Any] | None = None
         self._stopping = False
         self.scope = RunScope(executor, options)  # per-user folders with --multi-user
+        self.prefetcher = Prefetcher(store=store, executor=executor, scope=self.scope, enabled=options.prefetch)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,6 +80,7 @@ class Worker:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.prefetcher.stop()
 
     def notify(self) -> None:
         self._wake.set()
@@ -124,8 +127,10 @@ class Worker:
             relay.crashed(ValueError("the workflow no longer validates: " + "; ".join(validation.messages()[:5])), [])
             status = ERROR
         else:
+            gate = self.prefetcher.watch(job, validation)  # the next job's loads start once this one's are done
             request = RunRequest(validation=validation, run_id=job.prompt_id, extra_data=job.extra_data,
-                                 interrupt=token, listeners=[relay], folders=self.scope.folders_for(job))
+                                 interrupt=token, listeners=[relay] if gate is None else [relay, gate],
+                                 folders=self.scope.folders_for(job))
             try:
                 outcome = self.executor.run(request)
             except Exception as exc:  # an engine bug must fail this job, never the worker
@@ -135,6 +140,9 @@ class Worker:
             else:
                 status = outcome.status
                 outputs = outcome.outputs
+            finally:
+                if gate is not None:
+                    gate.end()
         if status == INTERRUPTED and token.reason == SHUTDOWN:
             self.store.requeue(job.prompt_id, uncount_attempt=True)
             return
