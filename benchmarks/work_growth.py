@@ -53,13 +53,13 @@ class _Runner:
                                  folders=self.folders, services={"models": self.manager})
         self.count = 0
 
-    def checkpoint(self, name: str, seed: int, size: str) -> str:
+    def checkpoint(self, name: str, seed: int, size: str, dtype: Any = None) -> str:
         import torch
 
         from nodes.models.random_checkpoint import write_random_checkpoint
 
-        write_random_checkpoint(self.folders.models / "checkpoints" / name, "sd1", dtype=torch.float32, seed=seed,
-                                size=size)
+        write_random_checkpoint(self.folders.models / "checkpoints" / name, "sd1", dtype=dtype or torch.float32,
+                                seed=seed, size=size)
         return name
 
     def run(self, prompt: dict) -> float:
@@ -105,13 +105,26 @@ def queue(runner: _Runner, ckpts: list[str], *, pixels: int, steps: int) -> dict
             "loaded": runner.manager.loaded_count()}
 
 
-PREFETCH_QUEUE = [0, 1, 2, 0, 1, 2]  # each checkpoint read once, by its first job; the later ones are cache hits
+def _alternating(count: int) -> list[int]:
+    """Two rounds over `count` checkpoints: each read once, by its first job; the second round hits the cache."""
+    return [i % count for i in range(2 * count)]
 
 
-def _queue_through_worker(folders: Any, ckpts: list[str], *, pixels: int, steps: int, prefetch: bool,
-                          tag: str) -> tuple[float, int]:
-    """Seconds from the first claim to the last result of PREFETCH_QUEUE run by the server's worker with a
-    fresh model manager (every first use of a file reads it), and how many loads were prefetched."""
+def _evict_page_cache(paths: list[Path]) -> None:
+    """Drop the files from the OS page cache, as for checkpoints not read recently (clean pages; no root)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _queue_through_worker(folders: Any, ckpts: list[str], order: list[int], *, pixels: int, steps: int,
+                          prefetch: bool, tag: str) -> tuple[float, int]:
+    """Seconds from the first claim to the last result of the queue `order` run by the server's worker with
+    a fresh model manager (every first use of a file reads it), and how many loads were prefetched."""
     import asyncio
     import gc
 
@@ -130,12 +143,12 @@ def _queue_through_worker(folders: Any, ckpts: list[str], *, pixels: int, steps:
         store = JobStore(folders.user / f"queue-{tag}.db")
         worker = Worker(store=store, executor=executor, hub=Hub(capacity=64, queue_remaining=store.queue_remaining),
                         options=ServerOptions(prefetch=prefetch))
-        for i, which in enumerate(PREFETCH_QUEUE):
+        for i, which in enumerate(order):
             store.add(prompt_id=f"{tag}-{i}", prompt=_prompt(ckpts[which], 500 + i, pixels, steps, 1), extra_data={},
                       client_id=None, outputs_to_execute=["9"], digest=tag)
         start = time.perf_counter()
         worker.start()
-        while store.count(DONE) < len(PREFETCH_QUEUE):
+        while store.count(DONE) < len(order):
             await asyncio.sleep(0.005)
         took = time.perf_counter() - start
         failed = [j.prompt_id for j in store.history() if j.status != "success"]
@@ -149,10 +162,17 @@ def _queue_through_worker(folders: Any, ckpts: list[str], *, pixels: int, steps:
     return result
 
 
-def prefetch_queue(root: Path, *, size: str, pixels: int, steps: int, repeat: int) -> dict[str, object]:
-    """The queue with prefetching on and off, interleaved (the order alternates each repeat)."""
+def prefetch_queue(root: Path, *, size: str, pixels: int, steps: int, repeat: int, count: int,
+                   cold: bool) -> dict[str, object]:
+    """The queue with prefetching on and off, interleaved (the order alternates each repeat); with `cold`,
+    the checkpoint files are dropped from the page cache before each queue."""
+    import torch
+
     runner = _Runner(root)
-    ckpts = [runner.checkpoint(f"queue-{i}.safetensors", seed=10 + i, size=size) for i in range(3)]
+    dtype = torch.float16 if size == "full" else torch.float32  # full-size files as they are downloaded
+    ckpts = [runner.checkpoint(f"queue-{i}.safetensors", seed=10 + i, size=size, dtype=dtype) for i in range(count)]
+    paths = [runner.folders.models / "checkpoints" / c for c in ckpts]
+    order = _alternating(count)
     runner.run(_prompt(ckpts[0], 1, pixels, steps, 1))  # warm up the code paths (its manager is dropped)
     folders = runner.folders
     del runner
@@ -160,13 +180,16 @@ def prefetch_queue(root: Path, *, size: str, pixels: int, steps: int, repeat: in
     prefetched: list[int] = []
     for r in range(repeat):
         for on in ((True, False) if r % 2 == 0 else (False, True)):
-            took, count = _queue_through_worker(folders, ckpts, pixels=pixels, steps=steps, prefetch=on,
+            if cold:
+                _evict_page_cache(paths)
+            took, ahead = _queue_through_worker(folders, ckpts, order, pixels=pixels, steps=steps, prefetch=on,
                                                 tag=f"r{r}{'on' if on else 'off'}")
             times[on].append(took)
             if on:
-                prefetched.append(count)
+                prefetched.append(ahead)
     ratios = [a / b for a, b in zip(times[True], times[False], strict=True)]
-    return {"on": times[True], "off": times[False], "ratios": ratios, "prefetched": prefetched}
+    return {"on": times[True], "off": times[False], "ratios": ratios, "prefetched": prefetched, "order": order,
+            "file_mb": paths[0].stat().st_size / 1e6}
 
 
 def report(root: Path, *, size: str = "tiny", pixels: int = 256, steps: int = 4, repeat: int = 3) -> None:
@@ -186,11 +209,13 @@ def report(root: Path, *, size: str = "tiny", pixels: int = 256, steps: int = 4,
           f"(growth from job 10 to 20: {rss[19] - rss[9]:+.0f} MB)", flush=True)
 
 
-def report_prefetch(root: Path, *, size: str = "tiny", pixels: int = 256, steps: int = 4, repeat: int = 3) -> None:
-    q = prefetch_queue(root, size=size, pixels=pixels, steps=steps, repeat=repeat)
-    on, off, ratios = q["on"], q["off"], q["ratios"]
-    assert isinstance(on, list) and isinstance(off, list) and isinstance(ratios, list)
-    print(f"\n{len(PREFETCH_QUEUE)}-job queue alternating 3 {size} checkpoints through the worker, {pixels}px, "
+def report_prefetch(root: Path, *, size: str = "tiny", pixels: int = 256, steps: int = 4, repeat: int = 3,
+                    count: int = 3, cold: bool = False) -> None:
+    q = prefetch_queue(root, size=size, pixels=pixels, steps=steps, repeat=repeat, count=count, cold=cold)
+    on, off, ratios, order = q["on"], q["off"], q["ratios"], q["order"]
+    assert isinstance(on, list) and isinstance(off, list) and isinstance(ratios, list) and isinstance(order, list)
+    print(f"\nqueue {order} over {count} {size} checkpoints ({q['file_mb']:.0f} MB files, "
+          f"{'cold' if cold else 'in the page cache'}) through the worker, {pixels}px, "
           f"{steps} steps: prefetch on {statistics.median(on):.3f} s, off {statistics.median(off):.3f} s (medians of "
           f"{repeat}); on/off ratio median {statistics.median(ratios):.3f} (paired, spread {min(ratios):.3f}-"
           f"{max(ratios):.3f}); loads done ahead per queue: {q['prefetched']}", flush=True)
@@ -198,15 +223,19 @@ def report_prefetch(root: Path, *, size: str = "tiny", pixels: int = 256, steps:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="tiny", help="tiny or small")
+    parser.add_argument("--size", default="tiny", help="tiny or small (or full, with --prefetch)")
     parser.add_argument("--pixels", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--prefetch", action="store_true", help="only the queue with prefetching on vs off")
+    parser.add_argument("--checkpoints", type=int, default=3, help="with --prefetch: how many checkpoints alternate")
+    parser.add_argument("--cold", action="store_true", help="with --prefetch: drop the files from the page cache "
+                                                            "before each queue (checkpoints not read recently)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sumie-growth-") as tmp:
         if args.prefetch:
-            report_prefetch(Path(tmp), size=args.size, pixels=args.pixels, steps=args.steps, repeat=args.repeat)
+            report_prefetch(Path(tmp), size=args.size, pixels=args.pixels, steps=args.steps, repeat=args.repeat,
+                            count=args.checkpoints, cold=args.cold)
         else:
             report(Path(tmp), size=args.size, pixels=args.pixels, steps=args.steps, repeat=args.repeat)
 
