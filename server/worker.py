@@ -3,7 +3,8 @@
 One prompt at a time (one device); the executor is synchronous, so it runs off the event loop and
 the API stays responsive. The job is validated again from what the store holds when it is claimed
 (the submit-time check answered the client; the registry or the store may have changed since).
-History is written before clients hear the job is done.
+History is written before clients hear the job is done. While a job runs, the next one's model files
+are loaded ahead (server/prefetch.py).
 
 Calls go one way: the worker drives a relay per run, and both send through the hub; the hub calls
 neither (it replays the run the worker tells it about to a client that reconnects).
