@@ -3,7 +3,9 @@ never holding up other loads, skipped when RAM is short, and never raising."""
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,16 @@ class Held:
         return self.real(path, **kw)
 
 
+def waiting_in_manager(thread: threading.Thread) -> bool:
+    """Whether `thread` is blocked in ModelManager._cached waiting for another thread's load of the same key."""
+    frame = sys._current_frames().get(thread.ident)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return "_cached" in names and "wait" in names
+
+
 def in_thread(fn) -> tuple[threading.Thread, list]:
     out: list = []
     thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
@@ -58,6 +70,9 @@ def test_a_load_during_a_prefetch_of_the_same_file_waits_for_it_and_gets_the_sam
     pre, pre_out = in_thread(lambda: manager.prefetch([a], lambda: manager.load_checkpoint(a)))
     assert held.entered.wait(30)
     job, job_out = in_thread(lambda: manager.load_checkpoint(a))
+    while not waiting_in_manager(job):
+        assert job.is_alive(), "the job's load finished while the same file was still being prefetched"
+        time.sleep(0.001)
     held.release.set()
     pre.join(30)
     job.join(30)
