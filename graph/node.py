@@ -35,6 +35,7 @@ class Node:
       fingerprint(**constants) -> Any   joins the cache key (NaN: never cached)
       validate_inputs(**constants) -> True | str   extra checks at validation time
       check_lazy_status(**inputs) -> list[str]   names of lazy inputs still needed
+      prefetch(ctx, **constants) -> str   loads this node's model file early (graph/prefetch.py)
     """
 
     SCHEMA: ClassVar[NodeSchema]

@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "editor does)")
     group.add_argument("--max-attempts", type=int, default=2,
                        help="runs of one job before a server crash during it fails it as worker_lost (default 2)")
+    group.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                       default=os.environ.get("SUMIE_NO_PREFETCH") != "1",
+                       help="do not load the next queued job's models while the current job runs (by default "
+                            "they are, when they fit in free RAM); env SUMIE_NO_PREFETCH=1")
     add_frontend_arguments(parser)
 
 
@@ -78,6 +82,7 @@ def options_from(args: argparse.Namespace) -> ServerOptions:
         max_json_mb=args.max_body_mb,
         preview_method=args.preview_method,
         max_attempts=args.max_attempts,
+        prefetch=args.prefetch,
         web_root=web_root,
         multi_user=args.multi_user,
         user_tokens=user_tokens,

@@ -263,7 +263,10 @@ class JobStore(LeaseMixin):
             row = self._db.execute("SELECT state FROM jobs WHERE prompt_id = ?", (prompt_id,)).fetchone()
         return row[0] if row else None
 
-    def pending(self) -> list[Job]:
+    def pending(self, limit: int | None = None) -> list[Job]:
+        """Pending jobs in the order they run; the first `limit` of them when given."""
+        if limit is not None:
+            return self._select("WHERE state = ? ORDER BY number, seq LIMIT ?", (PENDING, limit))
         return self._select("WHERE state = ? ORDER BY number, seq", (PENDING,))
 
     def running(self) -> list[Job]:

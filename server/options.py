@@ -31,6 +31,7 @@ class ServerOptions:
     web_root: Path | None = None  # another frontend served at / (--front-end-root, --frontend); None: ours
     multi_user: bool = False  # per-user settings, workflows, outputs and jobs (--multi-user)
     user_tokens: tuple[tuple[str, str], ...] = ()  # (token, user name): a token that signs in as that user
+    prefetch: bool = True  # load the next queued job's models while the current job runs (--no-prefetch)
 
     @property
     def max_upload_bytes(self) -> int:

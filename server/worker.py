@@ -3,7 +3,8 @@
 One prompt at a time (one device); the executor is synchronous, so it runs off the event loop and
 the API stays responsive. The job is validated again from what the store holds when it is claimed
 (the submit-time check answered the client; the registry or the store may have changed since).
-History is written before clients hear the job is done.
+History is written before clients hear the job is done. While a job runs, the next one's model files
+are loaded ahead (server/prefetch.py).
 
 Calls go one way: the worker drives a relay per run, and both send through the hub; the hub calls
 neither (it replays the run the worker tells it about to a client that reconnects).
@@ -24,6 +25,7 @@ from graph import Executor, InterruptToken, RunRequest, parse_api_workflow
 
 from .jobs import DONE, ERROR, INTERRUPTED, Job, JobStore
 from .options import ServerOptions
+from .prefetch import Prefetcher
 from .relay import Relay, RunState
 from .users import RunScope
 from .ws import Hub
@@ -55,6 +57,7 @@ class Worker:
         self._running: asyncio.Future[Any] | None = None
         self._stopping = False
         self.scope = RunScope(executor, options)  # per-user folders with --multi-user
+        self.prefetcher = Prefetcher(store=store, executor=executor, scope=self.scope, enabled=options.prefetch)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,6 +81,7 @@ class Worker:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.prefetcher.stop()
 
     def notify(self) -> None:
         self._wake.set()
@@ -124,8 +128,10 @@ class Worker:
             relay.crashed(ValueError("the workflow no longer validates: " + "; ".join(validation.messages()[:5])), [])
             status = ERROR
         else:
+            gate = self.prefetcher.watch(job, validation)  # the next job's loads start once this one's are done
             request = RunRequest(validation=validation, run_id=job.prompt_id, extra_data=job.extra_data,
-                                 interrupt=token, listeners=[relay], folders=self.scope.folders_for(job))
+                                 interrupt=token, listeners=[relay] if gate is None else [relay, gate],
+                                 folders=self.scope.folders_for(job))
             try:
                 outcome = self.executor.run(request)
             except Exception as exc:  # an engine bug must fail this job, never the worker
@@ -135,6 +141,9 @@ class Worker:
             else:
                 status = outcome.status
                 outputs = outcome.outputs
+            finally:
+                if gate is not None:
+                    gate.end()
         if status == INTERRUPTED and token.reason == SHUTDOWN:
             self.store.requeue(job.prompt_id, uncount_attempt=True)
             return

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from nodes.base.model_sampling import ModelSampling
 
 from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
+from .prefetch import LoadRecord, prefetching, record_load, run_prefetch
 from .speed import SpeedSettings, apply_process_settings, channels_last, move_module
 from .tokenizer import PadStyle, load_clip_tokenizer
 
@@ -127,32 +129,56 @@ class ModelManager:
         self._in_use: dict[int, int] = {}
         self._cpu_only: set[int] = set()
         self._tokenizers: dict[PadStyle, Any] = {}
+        self._loading: dict[tuple[Any, ...], threading.Event] = {}  # keys being loaded now, by any thread
+        self.loads: deque[LoadRecord] = deque(maxlen=256)  # recent file loads, newest last
 
     def __repr__(self) -> str:
         return f"ModelManager(device={self.device}, dtype={self.dtype}, loaded={len(self._cache)})"
 
     # -- loading -------------------------------------------------------------------------------------
     def _cached(self, op: str, paths: Sequence[Path], options: tuple[Any, ...], load: Any) -> Any:
-        """Return the cached value for (op, paths, options) if the files are unchanged, else load it."""
+        """Return the cached value for (op, paths, options) if the files are unchanged, else load it.
+
+        The load runs outside the manager's lock, so a background load (a prefetch) never holds up
+        `use` or another file's load; two threads asking for the same key share one load (the second
+        waits for it, and loads itself only if that load failed)."""
+        key = (op, tuple(str(p) for p in paths), options)
+        while True:
+            with self._lock:
+                stamp = tuple(file_stamp(p) for p in paths)
+                entry = self._cache.get(key)
+                if entry is not None and entry.stamp == stamp:
+                    return entry.value
+                loading = self._loading.get(key)
+                if loading is None:
+                    if entry is not None:
+                        log.info("%s changed on disk; loading it again", ", ".join(map(str, paths)))
+                        self._drop(key)
+                    loading = self._loading[key] = threading.Event()
+                    break
+            loading.wait()  # the same file is being loaded on another thread: take its result
+        try:
+            return self._load_entry(key, paths, stamp, load)
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+            loading.set()
+
+    def _load_entry(self, key: tuple[Any, ...], paths: Sequence[Path], stamp: tuple[Any, ...], load: Any) -> Any:
+        started = time.monotonic()
+        value, modules = load()  # raises before anything is stored: no half-cached entry
+        if tuple(file_stamp(p) for p in paths) != stamp:
+            raise ModelLoadError(paths[0], "the file changed while it was being loaded; try again")
+        for module in modules:
+            if self.channels_last and any(p.dim() == 4 for p in module.parameters()):
+                channels_last(module)
         with self._lock:
-            key = (op, tuple(str(p) for p in paths), options)
-            stamp = tuple(file_stamp(p) for p in paths)
-            entry = self._cache.get(key)
-            if entry is not None and entry.stamp == stamp:
-                return entry.value
-            if entry is not None:
-                log.info("%s changed on disk; loading it again", ", ".join(map(str, paths)))
-                self._drop(key)
-            value, modules = load()  # raises before anything is stored: no half-cached entry
-            if tuple(file_stamp(p) for p in paths) != stamp:
-                raise ModelLoadError(paths[0], "the file changed while it was being loaded; try again")
             self._cache[key] = _Entry(stamp=stamp, value=value, modules=tuple(modules))
             for module in modules:
-                if self.channels_last and any(p.dim() == 4 for p in module.parameters()):
-                    channels_last(module)
                 if self.device != self.offload_device and _device_of(module) == self.device:
                     self._resident[id(module)] = module  # loaded straight onto the device
-            return value
+            self.loads.append(record_load(key[0], key[1], started))
+        return value
 
     def _drop(self, key: tuple[Any, ...]) -> None:
         entry = self._cache.pop(key, None)
@@ -167,13 +193,14 @@ class ModelManager:
     def _load_device(self, paths: Sequence[Path]) -> torch.device:
         """Where a load puts its weights: straight onto the GPU when they fit the budget beside what is
         there (one transfer, no host copy in between), else the offload device."""
-        if self.device.type != "cuda" or not self.speed.load_to_device:
-            return self.offload_device
+        if self.device.type != "cuda" or not self.speed.load_to_device or prefetching():
+            return self.offload_device  # a prefetch never takes device memory from the running job
         needed = sum(p.stat().st_size for p in paths if p.is_file())
         if self.vram_budget_bytes is not None:
-            self._make_room(needed, quiet=True)
-            if self.resident_bytes() + needed > self.vram_budget_bytes:
-                return self.offload_device
+            with self._lock:
+                self._make_room(needed, quiet=True)
+                if self.resident_bytes() + needed > self.vram_budget_bytes:
+                    return self.offload_device
         return self.device
 
     def _latent_format(self, info: CheckpointInfo) -> LatentFormat:
@@ -290,6 +317,13 @@ class ModelManager:
             if tok is None:
                 tok = self._tokenizers[pad] = load_clip_tokenizer(pad)
             return tok
+
+    # -- prefetching ---------------------------------------------------------------------------------
+    def prefetch(self, paths: Sequence[str | Path], load: Callable[[], Any]) -> str:
+        """Run `load` (one of this manager's load calls, the very call the job will make) ahead of the job
+        that needs it, on the caller's thread: onto the offload device only, only when the files fit the
+        free RAM, never raising. Returns what happened ("loaded", "cached", "skipped: ...", "failed: ...")."""
+        return run_prefetch(self, [Path(p) for p in paths], load)
 
     # -- device placement ----------------------------------------------------------------------------
     def keep_on_cpu(self, module: torch.nn.Module) -> None:

@@ -67,6 +67,11 @@ class CLIPVisionLoader(Node):
         except ModelLoadError as exc:
             raise ModelLoadError(exc.path, f"{exc.reason} (input 'clip_name' = {clip_name!r})") from None
 
+    def prefetch(self, ctx, *, clip_name: str) -> str:
+        path = _resolve(ctx, "clip_vision", clip_name, "clip_name")
+        manager = ctx.service("models")
+        return manager.prefetch([path], lambda: load_clip_vision(manager, path))
+
 
 class CLIPVisionEncode(Node):
     SCHEMA = _schema("CLIPVisionEncode", "CLIP Vision Encode", "conditioning",

@@ -66,6 +66,11 @@ class ControlNetLoader(Node):
     def execute(self, ctx, *, control_net_name: str) -> tuple[ControlNetHandle]:
         return (_load(ctx, control_net_name),)
 
+    def prefetch(self, ctx, *, control_net_name: str) -> str:
+        path = resolve(ctx.folders, "controlnet", control_net_name)
+        manager = ctx.service("models")
+        return manager.prefetch([path], lambda: manager.load_controlnet(path, model=None))
+
 
 class DiffControlNetLoader(Node):
     SCHEMA = NodeSchema(node_type="DiffControlNetLoader", display_name="Load ControlNet Model (diff)",

@@ -2,7 +2,8 @@
 
 The weights are owned by the model manager (`ctx.service("models")`), which caches them by file
 identity; a node's fingerprint holds the file's size and mtime so a file replaced under the same name
-is loaded again instead of being served from the result cache.
+is loaded again instead of being served from the result cache. Each loader's `prefetch` makes the
+very manager call its `execute` makes, so a load done ahead of the job is the one the job gets.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class CheckpointLoaderSimple(Node):
         except ModelLoadError as exc:
             raise _failed(exc, "ckpt_name", ckpt_name) from None
 
+    def prefetch(self, ctx, *, ckpt_name: str) -> str:
+        path = _path(ctx, "checkpoints", ckpt_name, "ckpt_name")
+        return _manager(ctx).prefetch([path], lambda: _manager(ctx).load_checkpoint(path))
+
 
 class VAELoader(Node):
     SCHEMA = _schema("VAELoader", "Load VAE", [ComboInput(name="vae_name", choices=files_of("vae"))],
@@ -85,6 +90,10 @@ class VAELoader(Node):
             return (_manager(ctx).load_vae(path),)
         except ModelLoadError as exc:
             raise _failed(exc, "vae_name", vae_name) from None
+
+    def prefetch(self, ctx, *, vae_name: str) -> str:
+        path = _path(ctx, "vae", vae_name, "vae_name")
+        return _manager(ctx).prefetch([path], lambda: _manager(ctx).load_vae(path))
 
 
 def _clip_with_device(manager: ModelManager, handle: Any, device: str) -> Any:
@@ -115,6 +124,10 @@ class CLIPLoader(Node):
             raise _failed(exc, "clip_name", clip_name) from None
         return (_clip_with_device(manager, handle, device),)
 
+    def prefetch(self, ctx, *, clip_name: str, type: str, device: str = "default") -> str:
+        path = _path(ctx, "text_encoders", clip_name, "clip_name")
+        return _manager(ctx).prefetch([path], lambda: _manager(ctx).load_clip([path], type))
+
 
 class DualCLIPLoader(Node):
     SCHEMA = _schema("DualCLIPLoader", "DualCLIPLoader",
@@ -140,6 +153,11 @@ class DualCLIPLoader(Node):
             raise _failed(exc, which, clip_name2 if which == "clip_name2" else clip_name1) from None
         return (_clip_with_device(manager, handle, device),)
 
+    def prefetch(self, ctx, *, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> str:
+        paths = [_path(ctx, "text_encoders", clip_name1, "clip_name1"),
+                 _path(ctx, "text_encoders", clip_name2, "clip_name2")]
+        return _manager(ctx).prefetch(paths, lambda: _manager(ctx).load_clip(paths, type))
+
 
 class UNETLoader(Node):
     SCHEMA = _schema("UNETLoader", "Load Diffusion Model",
@@ -156,6 +174,10 @@ class UNETLoader(Node):
             return (_manager(ctx).load_unet(path),)
         except ModelLoadError as exc:
             raise _failed(exc, "unet_name", unet_name) from None
+
+    def prefetch(self, ctx, *, unet_name: str, weight_dtype: str) -> str:
+        path = _path(ctx, "diffusion_models", unet_name, "unet_name")
+        return _manager(ctx).prefetch([path], lambda: _manager(ctx).load_unet(path))
 
 
 NODES = [CheckpointLoaderSimple, VAELoader, CLIPLoader, DualCLIPLoader, UNETLoader]

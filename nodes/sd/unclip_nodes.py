@@ -75,6 +75,11 @@ class unCLIPCheckpointLoader(Node):  # noqa: N801 (ComfyUI's class name)
         except ModelLoadError as exc:
             raise ModelLoadError(exc.path, f"{exc.reason} (input 'ckpt_name' = {ckpt_name!r})") from None
 
+    def prefetch(self, ctx, *, ckpt_name: str) -> str:
+        path = _resolve(ctx, "checkpoints", ckpt_name, "ckpt_name")
+        manager = ctx.service("models")
+        return manager.prefetch([path], lambda: load_unclip_checkpoint(manager, path))
+
 
 class unCLIPConditioning(Node):  # noqa: N801 (ComfyUI's class name)
     SCHEMA = NodeSchema(node_type="unCLIPConditioning", display_name="unCLIPConditioning", category="conditioning",

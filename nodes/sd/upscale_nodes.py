@@ -104,6 +104,12 @@ class UpscaleModelLoader(Node):
         except ModelLoadError as exc:
             raise _failed(exc, "model_name", model_name) from None
 
+    def prefetch(self, ctx, *, model_name: str) -> str:
+        path = _path(ctx, "upscale_models", model_name, "model_name")
+        manager = ctx.service("models")
+        return manager.prefetch([path], lambda: manager.load_file(
+            "upscale_model", path, lambda p: load_upscale_model(p, manager=manager)))
+
 
 class ImageUpscaleWithModel(Node):
     SCHEMA = NodeSchema(

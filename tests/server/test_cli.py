@@ -37,3 +37,10 @@ def test_nonsense_is_refused():
         parse(["--max-queue", "0"])
     with pytest.raises(SystemExit):
         parse(["--preview-method", "magic"])
+
+
+def test_prefetch_is_on_unless_turned_off(monkeypatch):
+    assert parse([]).prefetch
+    assert not parse(["--no-prefetch"]).prefetch
+    monkeypatch.setenv("SUMIE_NO_PREFETCH", "1")
+    assert not parse([]).prefetch
