@@ -33,6 +33,7 @@ from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
 from .speed import SpeedSettings, apply_process_settings, channels_last, move_module
 from .tokenizer import PadStyle, load_clip_tokenizer
+from .weights_file import release_clean_pages
 
 log = logging.getLogger("sumie.models")
 
@@ -95,6 +96,7 @@ class ModelManager:
         vae_dtype: torch.dtype | None = None,
         vram_budget_bytes: int | None = None,
         speed: SpeedSettings | None = None,
+        release_idle_pages: bool = True,
     ) -> None:
         self.speed = speed = speed or SpeedSettings()
         explicit = dtype  # an explicit dtype is the VAE's too (unless given); --unet-dtype leaves the VAE alone
@@ -127,6 +129,9 @@ class ModelManager:
         self._in_use: dict[int, int] = {}
         self._cpu_only: set[int] = set()
         self._tokenizers: dict[PadStyle, Any] = {}
+        # Models not in use give their weights' clean file pages back to the page cache (`use`).
+        self.release_idle_pages = release_idle_pages
+        self._released: set[int] = set()  # modules whose pages were given back and not used since
 
     def __repr__(self) -> str:
         return f"ModelManager(device={self.device}, dtype={self.dtype}, loaded={len(self._cache)})"
@@ -161,6 +166,7 @@ class ModelManager:
         for module in entry.modules:
             self._in_use.pop(id(module), None)
             self._cpu_only.discard(id(module))
+            self._released.discard(id(module))
             if self._resident.pop(id(module), None) is not None:
                 self._move(module, self.offload_device)
 
@@ -302,17 +308,23 @@ class ModelManager:
 
     @contextmanager
     def use(self, *modules: torch.nn.Module) -> Iterator[torch.device]:
-        """Run with `modules` on the compute device; yields that device (the CPU on CPU-only machines)."""
-        if self.device == self.offload_device:
-            yield self.device
-            return
+        """Run with `modules` on the compute device; yields that device (the CPU on CPU-only machines).
+
+        Every other loaded model not in use gives back its weights' file pages first (see
+        `release_idle_pages`): a step holds the weights it computes with, not every model of the run.
+        """
         with self._lock:
-            moving = [m for m in modules if id(m) not in self._cpu_only]
+            on_cpu = self.device == self.offload_device
+            moving = list(modules) if on_cpu else [m for m in modules if id(m) not in self._cpu_only]
             for module in moving:
                 self._in_use[id(module)] = self._in_use.get(id(module), 0) + 1
+                self._released.discard(id(module))
             try:
-                for module in moving:
-                    self._load_to_device(module)
+                if self.release_idle_pages:
+                    self._release_idle_pages()
+                if not on_cpu:
+                    for module in moving:
+                        self._load_to_device(module)
             except BaseException:
                 self._release(moving)
                 raise
@@ -321,6 +333,17 @@ class ModelManager:
         finally:
             with self._lock:
                 self._release(moving)
+
+    def _release_idle_pages(self) -> None:
+        """Drop from this process the file pages of every loaded model that is not in use (and was
+        not dropped already). They stay in the page cache and fault back in, unchanged, when the
+        model is next used; pages written in place are never dropped (`release_clean_pages`)."""
+        for entry in self._cache.values():
+            for module in entry.modules:
+                if id(module) in self._in_use or id(module) in self._released:
+                    continue
+                self._released.add(id(module))
+                release_clean_pages([*module.parameters(), *module.buffers()])
 
     def _release(self, modules: Sequence[torch.nn.Module]) -> None:
         for module in modules:
