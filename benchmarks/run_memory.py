@@ -44,6 +44,7 @@ class PhasePeaks:
     def __init__(self, run: int) -> None:
         self.run = run
         self.peaks: dict[str, int] = {}
+        self.ends: dict[str, int] = {}  # the resident size when the phase ended
         self.phase = "load"
 
     def __call__(self, event: object) -> None:
@@ -58,11 +59,13 @@ class PhasePeaks:
         """What the process reached since the last mark belongs to the phase running then."""
         key = self.phase if self.run == 1 else f"{self.phase} (run {self.run})"
         self.peaks[key] = max(self.peaks.get(key, 0), _status_kb("VmHWM"))
+        self.ends[key] = _status_kb("VmRSS")
         _reset_peak()
 
 
-def probe(path: Path, pixels: int, steps: int, runs: int) -> dict[str, object]:
+def probe(path: Path, pixels: int, steps: int, runs: int, keep: Path | None = None) -> dict[str, object]:
     """Run in the measured process: import, then run the workflow `runs` times; peaks in kB."""
+    import shutil
     import tempfile
 
     import main
@@ -79,7 +82,7 @@ def probe(path: Path, pixels: int, steps: int, runs: int) -> dict[str, object]:
         executor = Executor(main.build_registry(folders=folders), cache=RecentRunsCache(1), folders=folders,
                             services={"models": ModelManager()})
         peaks = {"imports": _status_kb("VmHWM")}  # the node library is imported by build_registry
-        after_imports = _status_kb("VmRSS")
+        ends = {"imports": _status_kb("VmRSS")}
         _reset_peak()
         for run in range(1, runs + 1):
             listener = PhasePeaks(run)
@@ -89,38 +92,82 @@ def probe(path: Path, pixels: int, steps: int, runs: int) -> dict[str, object]:
             assert outcome.status == "success", outcome.failure and outcome.failure.describe()
             listener._close()
             peaks.update(listener.peaks)
-    return {"peaks_kb": peaks, "after_imports_kb": after_imports}
+            if keep is not None:  # the image, to compare pixels between versions
+                keep.mkdir(parents=True, exist_ok=True)
+                for png in folders.output.glob("*.png"):
+                    shutil.move(png, keep / f"{path.stem}-run{run}.png")
+            ends.update(listener.ends)
+    return {"peaks_kb": peaks, "ends_kb": ends}
 
 
 def measure(path: str | Path, *, pixels: int = 512, steps: int = 1, runs: int = 1,
-            env: dict[str, str] | None = None) -> dict[str, object]:
+            env: dict[str, str] | None = None, keep: Path | None = None) -> dict[str, object]:
     """Per-phase peaks (MB) of a whole run in a fresh process, and the whole run's peak against the file."""
     path = Path(path)
+    extra = ["--keep-images", str(keep)] if keep is not None else []
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(path), "--pixels", str(pixels),
-                          "--steps", str(steps), "--runs", str(runs), "--json"],
+                          "--steps", str(steps), "--runs", str(runs), "--json", *extra],
                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if out.returncode:
         raise RuntimeError(f"the memory probe failed:\n{out.stderr[-3000:]}")
     data = json.loads(out.stdout.strip().splitlines()[-1])
     peaks = {k: v * 1024 / 1e6 for k, v in data["peaks_kb"].items()}
     size = path.stat().st_size
-    return {"file_mb": size / 1e6, "phases_mb": peaks, "after_imports_mb": data["after_imports_kb"] * 1024 / 1e6,
-            "peak_mb": max(peaks.values()), "ratio": max(peaks.values()) * 1e6 / size}
+    ends = {k: v * 1024 / 1e6 for k, v in data["ends_kb"].items()}
+    return {"file_mb": size / 1e6, "phases_mb": peaks, "ends_mb": ends, "peak_mb": max(peaks.values()),
+            "ratio": max(peaks.values()) * 1e6 / size}
+
+
+def _secs(values: list[float]) -> str:
+    return "/".join(f"{v:.3f}" for v in values)
 
 
 def table(results: dict[str, dict[str, object]]) -> str:
-    """One column per file: each phase's peak RSS in MB, then the whole run's peak and its ratio to the file."""
+    """One column per file: each phase's peak RSS and the RSS when it ended (MB), then the whole run's
+    peak and its ratio to the file."""
     names = list(results)
     keys = [k for k in PHASES if any(k in r["phases_mb"] for r in results.values())]
-    keys += sorted({k for r in results.values() for k in r["phases_mb"]} - set(keys))
-    width = max(12, *(len(n) for n in names)) + 2
-    lines = [f"{'phase (peak RSS, MB)':<24}" + "".join(f"{n:>{width}}" for n in names)]
-    for key in keys:
-        lines.append(f"{key:<24}" + "".join(f"{r['phases_mb'].get(key, float('nan')):>{width}.0f}"
-                                            for r in results.values()))
+    keys += [k for r in results.values() for k in r["phases_mb"] if k not in keys]
+    width = max(16, *(len(n) for n in names)) + 2
+    lines = [f"{'MB: peak / at the end':<24}" + "".join(f"{n:>{width}}" for n in names)]
+    for key in dict.fromkeys(keys):
+        cells = [f"{r['phases_mb'][key]:.0f} / {r['ends_mb'][key]:.0f}" if key in r["phases_mb"] else "-"
+                 for r in results.values()]
+        lines.append(f"{key:<24}" + "".join(f"{c:>{width}}" for c in cells))
     lines.append(f"{'file size':<24}" + "".join(f"{r['file_mb']:>{width}.0f}" for r in results.values()))
-    lines.append(f"{'whole run / file':<24}" + "".join(f"{r['ratio']:>{width}.2f}" for r in results.values()))
+    lines.append(f"{'whole run peak / file':<24}" + "".join(f"{r['ratio']:>{width}.2f}" for r in results.values()))
     return "\n".join(lines)
+
+
+def refault(path: Path, rounds: int = 3) -> dict[str, object]:
+    """What giving pages back costs the next job: reading every U-Net weight once when it is resident,
+    and again after its pages were given back (they fault in from the page cache), interleaved."""
+    import statistics
+    import time
+
+    import torch
+
+    from nodes.models.manager import ModelManager
+    from nodes.models.weights_file import release_clean_pages
+
+    model, _clip, _vae = ModelManager(force_cpu=True).load_checkpoint(path)
+    weights = list(model.unet.parameters())
+
+    def read_all() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            for w in weights:
+                w.sum()
+        return time.perf_counter() - start
+
+    read_all()
+    resident, faulted = [], []
+    for _ in range(rounds):
+        resident.append(read_all())
+        release_clean_pages(weights)
+        faulted.append(read_all())
+    extra = [f - r for f, r in zip(faulted, resident, strict=True)]
+    return {"resident_s": resident, "faulted_s": faulted, "extra_median_s": statistics.median(extra)}
 
 
 def main() -> None:
@@ -132,12 +179,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="measure in this process and print the raw peaks")
+    parser.add_argument("--keep-images", type=Path, metavar="DIR", help="move each run's PNG here")
+    parser.add_argument("--refault", action="store_true",
+                        help="instead: the time to read the U-Net's weights resident vs faulted back in")
     args = parser.parse_args()
+    if args.refault:
+        sys.path.insert(0, str(ROOT))
+        r = refault(args.file)
+        print(f"reading every U-Net weight: resident {_secs(r['resident_s'])} s, after giving its pages back "
+              f"{_secs(r['faulted_s'])} s; median extra {r['extra_median_s']:.3f} s per job")
+        return
     if args.json:
         sys.path.insert(0, str(ROOT))
-        print(json.dumps(probe(args.file, args.pixels, args.steps, args.runs)))
+        print(json.dumps(probe(args.file, args.pixels, args.steps, args.runs, args.keep_images)))
         return
-    print(table({args.file.name: measure(args.file, pixels=args.pixels, steps=args.steps, runs=args.runs)}))
+    print(table({args.file.name: measure(args.file, pixels=args.pixels, steps=args.steps, runs=args.runs,
+                                         keep=args.keep_images)}))
 
 
 if __name__ == "__main__":
