@@ -3,7 +3,10 @@
 Loaded modules live on the CPU (the "offload device"). `use(*modules)` moves them to the compute
 device for the duration of a call, keeping at most `vram_budget_bytes` of weights there and moving
 the least recently used ones back when room is needed; modules stay on the device between calls
-until then, so a second prompt pays no transfer. On a CPU-only machine `use` does nothing.
+until then, so a second prompt pays no transfer. On a CPU-only machine `use` moves nothing.
+`use` also gives back the file pages of the models it does not use (weights loaded from a file are
+views of its pages): the U-Net leaves the process while the VAE decodes and faults back in, unchanged,
+from the page cache when next sampled with; weights written in place are never given back.
 
 Loads are cached by (kind of load, resolved path, size, mtime, options): a file replaced under the
 same name is loaded again, a deleted one fails with an error naming it, and a load that fails leaves
@@ -31,6 +34,7 @@ from nodes.base.model_sampling import ModelSampling
 
 from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
+from .host_memory import trim_heap
 from .speed import SpeedSettings, apply_process_settings, channels_last, move_module
 from .tokenizer import PadStyle, load_clip_tokenizer
 from .weights_file import release_clean_pages
@@ -314,25 +318,26 @@ class ModelManager:
         `release_idle_pages`): a step holds the weights it computes with, not every model of the run.
         """
         with self._lock:
-            on_cpu = self.device == self.offload_device
-            moving = list(modules) if on_cpu else [m for m in modules if id(m) not in self._cpu_only]
-            for module in moving:
+            used = list(modules)
+            for module in used:
                 self._in_use[id(module)] = self._in_use.get(id(module), 0) + 1
                 self._released.discard(id(module))
             try:
                 if self.release_idle_pages:
                     self._release_idle_pages()
-                if not on_cpu:
-                    for module in moving:
-                        self._load_to_device(module)
+                    trim_heap()  # what the previous step freed goes back before this one allocates
+                if self.device != self.offload_device:
+                    for module in used:
+                        if id(module) not in self._cpu_only:
+                            self._load_to_device(module)
             except BaseException:
-                self._release(moving)
+                self._release(used)
                 raise
         try:
             yield self.device
         finally:
             with self._lock:
-                self._release(moving)
+                self._release(used)
 
     def _release_idle_pages(self) -> None:
         """Drop from this process the file pages of every loaded model that is not in use (and was
