@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,8 @@ class PhasePeaks:
         self.run = run
         self.peaks: dict[str, int] = {}
         self.ends: dict[str, int] = {}  # the resident size when the phase ended
+        self.seconds: dict[str, float] = {}
+        self.mark = time.perf_counter()
         self.phase = "load"
 
     def __call__(self, event: object) -> None:
@@ -60,6 +63,9 @@ class PhasePeaks:
         key = self.phase if self.run == 1 else f"{self.phase} (run {self.run})"
         self.peaks[key] = max(self.peaks.get(key, 0), _status_kb("VmHWM"))
         self.ends[key] = _status_kb("VmRSS")
+        now = time.perf_counter()
+        self.seconds[key] = self.seconds.get(key, 0.0) + now - self.mark
+        self.mark = now
         _reset_peak()
 
 
@@ -83,6 +89,7 @@ def probe(path: Path, pixels: int, steps: int, runs: int, keep: Path | None = No
                             services={"models": ModelManager()})
         peaks = {"imports": _status_kb("VmHWM")}  # the node library is imported by build_registry
         ends = {"imports": _status_kb("VmRSS")}
+        seconds: dict[str, float] = {}
         _reset_peak()
         for run in range(1, runs + 1):
             listener = PhasePeaks(run)
@@ -97,7 +104,8 @@ def probe(path: Path, pixels: int, steps: int, runs: int, keep: Path | None = No
                 for png in folders.output.glob("*.png"):
                     shutil.move(png, keep / f"{path.stem}-run{run}.png")
             ends.update(listener.ends)
-    return {"peaks_kb": peaks, "ends_kb": ends}
+            seconds.update(listener.seconds)
+    return {"peaks_kb": peaks, "ends_kb": ends, "seconds": seconds}
 
 
 def measure(path: str | Path, *, pixels: int = 512, steps: int = 1, runs: int = 1,
@@ -114,8 +122,12 @@ def measure(path: str | Path, *, pixels: int = 512, steps: int = 1, runs: int = 
     peaks = {k: v * 1024 / 1e6 for k, v in data["peaks_kb"].items()}
     size = path.stat().st_size
     ends = {k: v * 1024 / 1e6 for k, v in data["ends_kb"].items()}
-    return {"file_mb": size / 1e6, "phases_mb": peaks, "ends_mb": ends, "peak_mb": max(peaks.values()),
-            "ratio": max(peaks.values()) * 1e6 / size}
+    return {"file_mb": size / 1e6, "phases_mb": peaks, "ends_mb": ends, "seconds": data["seconds"],
+            "peak_mb": max(peaks.values()), "ratio": max(peaks.values()) * 1e6 / size}
+
+
+def _took(seconds: float | None) -> str:
+    return "" if seconds is None else f" ({seconds:.1f} s)"
 
 
 def _secs(values: list[float]) -> str:
@@ -128,11 +140,11 @@ def table(results: dict[str, dict[str, object]]) -> str:
     names = list(results)
     keys = [k for k in PHASES if any(k in r["phases_mb"] for r in results.values())]
     keys += [k for r in results.values() for k in r["phases_mb"] if k not in keys]
-    width = max(16, *(len(n) for n in names)) + 2
-    lines = [f"{'MB: peak / at the end':<24}" + "".join(f"{n:>{width}}" for n in names)]
+    width = max(26, *(len(n) for n in names)) + 2
+    lines = [f"{'MB: peak / at the end (s)':<24}" + "".join(f"{n:>{width}}" for n in names)]
     for key in dict.fromkeys(keys):
-        cells = [f"{r['phases_mb'][key]:.0f} / {r['ends_mb'][key]:.0f}" if key in r["phases_mb"] else "-"
-                 for r in results.values()]
+        cells = [f"{r['phases_mb'][key]:.0f} / {r['ends_mb'][key]:.0f}" + _took(r["seconds"].get(key))
+                 if key in r["phases_mb"] else "-" for r in results.values()]
         lines.append(f"{key:<24}" + "".join(f"{c:>{width}}" for c in cells))
     lines.append(f"{'file size':<24}" + "".join(f"{r['file_mb']:>{width}.0f}" for r in results.values()))
     lines.append(f"{'whole run peak / file':<24}" + "".join(f"{r['ratio']:>{width}.2f}" for r in results.values()))
