@@ -208,15 +208,17 @@ def _release_run(pagemap: int, mapping: mmap.mmap, base: int, first: int, last: 
     entries = torch.frombuffer(bytearray(raw), dtype=torch.int64)
     present = entries < 0  # bit 63
     written = (present & ((entries & _PM_FILE) == 0)) | ((entries & _PM_SWAPPED) != 0)
-    # runs of pages that may go: bounded by written pages (and the ends), each holding a resident page
-    edges = torch.nonzero(written).flatten().tolist()
+    # runs of pages that may go (bounded by written pages and the ends) that hold a resident page
+    free = torch.cat([torch.zeros(1, dtype=torch.int8), (~written).to(torch.int8), torch.zeros(1, dtype=torch.int8)])
+    change = torch.diff(free)
+    starts, stops = torch.nonzero(change == 1).flatten(), torch.nonzero(change == -1).flatten()
+    resident_before = torch.cat([torch.zeros(1, dtype=torch.int64), present.cumsum(0)])
+    counts = resident_before[stops] - resident_before[starts]
     released = 0
-    start = 0
-    for stop in [*edges, count]:
-        if stop > start and bool(present[start:stop].any()):
+    for start, stop, resident in zip(starts.tolist(), stops.tolist(), counts.tolist(), strict=True):
+        if resident:
             mapping.madvise(mmap.MADV_DONTNEED, (first + start) * _PAGE, (stop - start) * _PAGE)
-            released += int(present[start:stop].sum()) * _PAGE
-        start = stop + 1
+            released += resident * _PAGE
     return released
 
 
