@@ -147,38 +147,6 @@ print(json.dumps({"base_kb": base, "peak_kb": peak, "param_bytes": params}))
 """
 
 
-RUN_PROBE = r"""
-import json, os, sys, tempfile
-from pathlib import Path
-import torch
-import main
-from benchmarks.pipeline_overhead import workflow
-from graph import Executor, Folders, RecentRunsCache, RunRequest, parse_api_workflow
-from nodes.models.manager import ModelManager
-path, pixels, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-with tempfile.TemporaryDirectory() as tmp:
-    folders = Folders.under(Path(tmp))
-    for name in ("input", "output", "temp", "user"):
-        getattr(folders, name).mkdir(parents=True, exist_ok=True)
-    (folders.models / "checkpoints").mkdir(parents=True)
-    os.link(path, folders.models / "checkpoints" / path.name)  # a hard link: a symlink leaves the folder
-    executor = Executor(main.build_registry(folders=folders), cache=RecentRunsCache(1), folders=folders,
-                        services={"models": ModelManager()})
-    validation = executor.validate(parse_api_workflow(workflow(path.name, "a fox", 1, pixels, steps)))
-    outcome = executor.run(RunRequest(validation=validation, run_id="m"))
-    assert outcome.status == "success", outcome.failure and outcome.failure.describe()
-print(json.dumps({"peak_kb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])}))
-"""
-
-
-def run_memory(path: str, pixels: int, steps: int) -> dict[str, float]:
-    """Peak resident memory of a whole txt2img run (load, encode, sample, decode, save) in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", RUN_PROBE, path, str(pixels), str(steps)], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
-    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] * 1024
-    return {"peak_mb": peak / 1e6, "ratio": peak / Path(path).stat().st_size}
-
-
 def load_memory(path: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", LOAD_PROBE, path], cwd=ROOT, capture_output=True, text=True,
                          check=True)
@@ -207,13 +175,17 @@ def main() -> None:
     parser.add_argument("--unet-bf16", action="store_true", help="also time Sumie with --unet-dtype bf16")
     parser.add_argument("--growth", action="store_true", help="also the cost-as-work-grows figures (work_growth.py)")
     parser.add_argument("--no-memory", action="store_true", help="skip the full-size loading-memory probe")
-    parser.add_argument("--run-memory", metavar="FILE", help="peak memory of one whole run (--pixels, 1 step) "
-                        "with this checkpoint, in a fresh process, against the file's size")
+    parser.add_argument("--run-memory", metavar="FILE", nargs="+",
+                        help="peak memory of one whole run (--pixels, 1 step) per phase with each checkpoint, "
+                             "each in a fresh process, against the file's size (benchmarks/run_memory.py)")
     args = parser.parse_args()
     if args.run_memory:
-        r = run_memory(args.run_memory, args.pixels, 1)
-        print(f"a whole {args.pixels}px run with {Path(args.run_memory).name}: peak RSS {r['peak_mb']:.0f} MB = "
-              f"{r['ratio']:.2f}x the file (goal <= 1.2)")
+        from benchmarks.run_memory import measure, table
+
+        results = {Path(f).name: measure(f, pixels=args.pixels) for f in args.run_memory}
+        print(f"a whole {args.pixels}px run (load, encode, 1 step, decode, save), peak RSS per phase:")
+        print(table(results))
+        print("goal: whole run <= 1.2x the file")
         return
     with tempfile.TemporaryDirectory(prefix="sumie-bench-") as tmp:
         full_path = None

@@ -3,7 +3,10 @@
 Loaded modules live on the CPU (the "offload device"). `use(*modules)` moves them to the compute
 device for the duration of a call, keeping at most `vram_budget_bytes` of weights there and moving
 the least recently used ones back when room is needed; modules stay on the device between calls
-until then, so a second prompt pays no transfer. On a CPU-only machine `use` does nothing.
+until then, so a second prompt pays no transfer. On a CPU-only machine `use` moves nothing.
+`use` also gives back the file pages of the models it does not use (weights loaded from a file are
+views of its pages): the U-Net leaves the process while the VAE decodes and faults back in, unchanged,
+from the page cache when next sampled with; weights written in place are never given back.
 
 Loads are cached by (kind of load, resolved path, size, mtime, options): a file replaced under the
 same name is loaded again, a deleted one fails with an error naming it, and a load that fails leaves
@@ -25,16 +28,18 @@ from typing import Any
 
 import torch
 
-from graph.sizing import system_memory
 from nodes.base.errors import ModelLoadError
 from nodes.base.handles import SD_LATENT_RGB, SDXL_LATENT_RGB, ClipHandle, LatentFormat, ModelHandle, VaeHandle
 from nodes.base.model_sampling import ModelSampling
 
 from .checkpoint import load_checkpoint, load_text_encoder, load_unet, load_vae
 from .detect import SD_VAE_SCALE, CheckpointInfo, TextEncoderSpec
+from .device_stats import device_stats
+from .host_memory import trim_heap
 from .prefetch import LoadRecord, prefetching, record_load, run_prefetch
 from .speed import SpeedSettings, apply_process_settings, channels_last, move_module
 from .tokenizer import PadStyle, load_clip_tokenizer
+from .weights_file import release_clean_pages
 
 log = logging.getLogger("sumie.models")
 
@@ -97,6 +102,7 @@ class ModelManager:
         vae_dtype: torch.dtype | None = None,
         vram_budget_bytes: int | None = None,
         speed: SpeedSettings | None = None,
+        release_idle_pages: bool = True,
     ) -> None:
         self.speed = speed = speed or SpeedSettings()
         explicit = dtype  # an explicit dtype is the VAE's too (unless given); --unet-dtype leaves the VAE alone
@@ -131,6 +137,9 @@ class ModelManager:
         self._tokenizers: dict[PadStyle, Any] = {}
         self._loading: dict[tuple[Any, ...], threading.Event] = {}  # keys being loaded now, by any thread
         self.loads: deque[LoadRecord] = deque(maxlen=256)  # recent file loads, newest last
+        # Models not in use give their weights' clean file pages back to the page cache (`use`).
+        self.release_idle_pages = release_idle_pages
+        self._released: set[int] = set()  # modules whose pages were given back and not used since
 
     def __repr__(self) -> str:
         return f"ModelManager(device={self.device}, dtype={self.dtype}, loaded={len(self._cache)})"
@@ -187,6 +196,7 @@ class ModelManager:
         for module in entry.modules:
             self._in_use.pop(id(module), None)
             self._cpu_only.discard(id(module))
+            self._released.discard(id(module))
             if self._resident.pop(id(module), None) is not None:
                 self._move(module, self.offload_device)
 
@@ -336,25 +346,43 @@ class ModelManager:
 
     @contextmanager
     def use(self, *modules: torch.nn.Module) -> Iterator[torch.device]:
-        """Run with `modules` on the compute device; yields that device (the CPU on CPU-only machines)."""
-        if self.device == self.offload_device:
-            yield self.device
-            return
+        """Run with `modules` on the compute device; yields that device (the CPU on CPU-only machines).
+
+        Every other loaded model not in use gives back its weights' file pages first (see
+        `release_idle_pages`): a step holds the weights it computes with, not every model of the run.
+        """
         with self._lock:
-            moving = [m for m in modules if id(m) not in self._cpu_only]
-            for module in moving:
+            used = list(modules)
+            for module in used:
                 self._in_use[id(module)] = self._in_use.get(id(module), 0) + 1
+                self._released.discard(id(module))
             try:
-                for module in moving:
-                    self._load_to_device(module)
+                if self.release_idle_pages:
+                    self._release_idle_pages()
+                    trim_heap()  # what the previous step freed goes back before this one allocates
+                if self.device != self.offload_device:
+                    for module in used:
+                        if id(module) not in self._cpu_only:
+                            self._load_to_device(module)
             except BaseException:
-                self._release(moving)
+                self._release(used)
                 raise
         try:
             yield self.device
         finally:
             with self._lock:
-                self._release(moving)
+                self._release(used)
+
+    def _release_idle_pages(self) -> None:
+        """Drop from this process the file pages of every loaded model that is not in use (and was
+        not dropped already). They stay in the page cache and fault back in, unchanged, when the
+        model is next used; pages written in place are never dropped (`release_clean_pages`)."""
+        for entry in self._cache.values():
+            for module in entry.modules:
+                if id(module) in self._in_use or id(module) in self._released:
+                    continue
+                self._released.add(id(module))
+                release_clean_pages([*module.parameters(), *module.buffers()])
 
     def _release(self, modules: Sequence[torch.nn.Module]) -> None:
         for module in modules:
@@ -460,20 +488,7 @@ class ModelManager:
     # -- /system_stats -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """`pytorch_version` and the `devices` list of ComfyUI's /system_stats."""
-        return {"pytorch_version": torch.__version__, "devices": [self._device_stats()]}
-
-    def _device_stats(self) -> dict[str, Any]:
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            reserved = torch.cuda.memory_reserved(self.device)
-            allocated = torch.cuda.memory_allocated(self.device)
-            name = f"{self.device} {torch.cuda.get_device_name(self.device)}"
-            return {"name": name, "type": "cuda", "index": self.device.index, "vram_total": total,
-                    "vram_free": free + reserved - allocated, "torch_vram_total": reserved,
-                    "torch_vram_free": reserved - allocated}
-        total, free = (size or 0 for size in system_memory())  # 0 where the platform cannot tell
-        return {"name": str(self.device), "type": self.device.type, "index": self.device.index,
-                "vram_total": total, "vram_free": free, "torch_vram_total": total, "torch_vram_free": free}
+        return {"pytorch_version": torch.__version__, "devices": [device_stats(self.device)]}
 
 
 __all__ = ["CLIP_TYPES", "DUAL_CLIP_TYPES", "ModelManager", "file_stamp", "module_bytes"]

@@ -8,14 +8,16 @@ pickled object other than tensors and plain containers.
 
 from __future__ import annotations
 
+import bisect
 import json
 import mmap
+import os
 import pickle
 import struct
 import threading
 import weakref
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -128,6 +130,96 @@ def release_file_pages(tensor: torch.Tensor) -> None:
     last = (ptr - base + size) // _PAGE * _PAGE
     if last > first and tensor.is_contiguous():
         owner.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+# /proc/self/pagemap: one 64-bit entry per virtual page (Documentation/admin-guide/mm/pagemap.rst).
+# Bit 63: present (the sign bit of an int64); 62: swapped; 61: a file page (clear once written).
+_PM_SWAPPED, _PM_FILE = 1 << 62, 1 << 61
+
+
+def _mappings() -> list[tuple[int, int, mmap.mmap]]:
+    """(start, end, mapping) of every live file mapping, by start address."""
+    with _mapped_lock:
+        live = [(base, end, ref()) for base, (end, ref) in _mapped.items()]
+    return sorted((base, end, m) for base, end, m in live if m is not None and not m.closed)
+
+
+def release_clean_pages(tensors: Iterable[torch.Tensor]) -> int:
+    """Give back the resident pages of these tensors that are still the file's own bytes; returns bytes released.
+
+    A weight loaded from a safetensors file is a view of a private file mapping: its pages belong
+    to the page cache, so dropping them from this process loses nothing: the next read faults the
+    same bytes back in from the page cache (or the file). The model manager does this for models a
+    step does not use (the U-Net during the VAE decode), so a whole run never holds every model
+    resident at once. A page that was written (a weight patched in place) is this process's private
+    copy, and dropping it would silently restore the file's values: the kernel's page map tells the
+    two apart, and written (or swapped) pages are never released. Where the page map cannot be read,
+    nothing is released. Tensors that are not views of a file mapping are ignored. The caller makes
+    sure nothing writes these tensors meanwhile (the manager releases only models not in use).
+    """
+    maps = _mappings()
+    if not maps:
+        return 0
+    starts = [base for base, _, _ in maps]
+    spans: dict[int, list[tuple[int, int]]] = {}  # mapping index -> page ranges [first, last)
+    for tensor in tensors:
+        if tensor.device.type != "cpu" or tensor.numel() == 0:
+            continue
+        ptr = tensor.data_ptr()  # its own bytes: the first to the last element it reaches
+        size = (1 + sum((d - 1) * st for d, st in zip(tensor.shape, tensor.stride(), strict=True))) \
+            * tensor.element_size()
+        i = bisect.bisect_right(starts, ptr) - 1
+        if i < 0 or ptr + size > maps[i][1]:
+            continue
+        base = maps[i][0]
+        spans.setdefault(i, []).append(((ptr - base) // _PAGE, -(-(ptr - base + size) // _PAGE)))
+    try:
+        pagemap = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return 0
+    released = 0
+    try:
+        for i, ranges in spans.items():
+            base, end, mapping = maps[i]
+            for first, last in _merged(ranges, (end - base) // _PAGE):
+                released += _release_run(pagemap, mapping, base, first, last)
+    finally:
+        os.close(pagemap)
+    return released
+
+
+def _merged(ranges: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for first, last in sorted(ranges):
+        last = min(last, limit)
+        if out and first <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], last)
+        elif last > first:
+            out.append([first, last])
+    return [(a, b) for a, b in out]
+
+
+def _release_run(pagemap: int, mapping: mmap.mmap, base: int, first: int, last: int) -> int:
+    """madvise(DONTNEED) the pages [first, last) of one mapping that are resident and still file pages."""
+    count = last - first
+    raw = os.pread(pagemap, count * 8, (base // _PAGE + first) * 8)
+    if len(raw) != count * 8:
+        return 0
+    entries = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    present = entries < 0  # bit 63
+    written = (present & ((entries & _PM_FILE) == 0)) | ((entries & _PM_SWAPPED) != 0)
+    # runs of pages that may go (bounded by written pages and the ends) that hold a resident page
+    free = torch.cat([torch.zeros(1, dtype=torch.int8), (~written).to(torch.int8), torch.zeros(1, dtype=torch.int8)])
+    change = torch.diff(free)
+    starts, stops = torch.nonzero(change == 1).flatten(), torch.nonzero(change == -1).flatten()
+    resident_before = torch.cat([torch.zeros(1, dtype=torch.int64), present.cumsum(0)])
+    counts = resident_before[stops] - resident_before[starts]
+    released = 0
+    for start, stop, resident in zip(starts.tolist(), stops.tolist(), counts.tolist(), strict=True):
+        if resident:
+            mapping.madvise(mmap.MADV_DONTNEED, (first + start) * _PAGE, (stop - start) * _PAGE)
+            released += resident * _PAGE
+    return released
 
 
 def _read_pickle(path: Path, nested: bool = False) -> dict[str, torch.Tensor]:

@@ -66,13 +66,29 @@ def decode(handle: VaeHandle, samples: torch.Tensor, progress: Callable[[int, in
     out = []
     ds = handle.downscale
     parts = _chunks(samples.shape[0], samples.shape[2] * samples.shape[3] * ds * ds)
-    with placed(handle) as (device, dtype), torch.inference_mode():
+    with placed(handle) as (device, dtype), torch.inference_mode(), _activations_in_place(handle.vae.decoder):
         for n, (a, b) in enumerate(parts):
             decoded = handle.vae.decode(samples[a:b].to(device=device, dtype=dtype)).sample
             out.append(_to_image(decoded))
             if progress is not None:
                 progress(n + 1, len(parts))
     return torch.cat(out)
+
+
+@contextmanager
+def _activations_in_place(decoder: torch.nn.Module) -> Iterator[None]:
+    """The decoder's SiLUs overwrite their input instead of allocating another activation: at 512x512
+    that is one 128-256 MB tensor less at the decode's peak, with the same values (the same kernel).
+    Safe in an image VAE's decoder: each SiLU there reads a fresh GroupNorm output that nothing else
+    reads (its resnets get no time embedding)."""
+    acts = [m for m in decoder.modules() if isinstance(m, torch.nn.SiLU) and not m.inplace]
+    for m in acts:
+        m.inplace = True
+    try:
+        yield
+    finally:
+        for m in acts:
+            m.inplace = False
 
 
 def _to_image(decoded: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,14 @@ def test_decode_gives_cpu_float_images_in_range(handle: VaeHandle):
     assert torch.allclose(img, ref, atol=1e-6)
 
 
+def test_decoding_with_activations_in_place_gives_the_same_pixels_bit_for_bit(handle: VaeHandle):
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(4)) * 3
+    with torch.no_grad():  # diffusers' own decode, every activation a new tensor
+        ref = ((handle.vae.decode(z).sample + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
+    assert torch.equal(V.decode(handle, z), ref)
+    assert not any(getattr(m, "inplace", False) for m in handle.vae.modules())  # put back afterwards
+
+
 def test_encode_is_deterministic_raw_mean_and_round_trips_in_shape(handle: VaeHandle):
     pixels = image(2, 32, 48)
     (lat,) = V.VAEEncode().execute(_Ctx(), pixels=pixels, vae=handle)
