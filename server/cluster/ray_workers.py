@@ -78,7 +78,7 @@ class RayBackend:
         return self._actor.options(
             name=f"sumie-{worker_id}-{os.getpid()}-{self._incarnation}", num_cpus=self.cpus, num_gpus=self.gpus,
             max_restarts=0, max_concurrency=4,
-        ).remote(self.factory, worker_id, model_capacity=self.plan.model_capacity)
+        ).remote(self.factory, worker_id, model_capacity=self.plan.model_capacity, threads=max(1, int(self.cpus)))
 
     async def call(self, handle: Any, method: str, *args: Any) -> Any:
         return await getattr(handle, method).remote(*args)
