@@ -5,7 +5,7 @@
 Needs the `ray` extra. Everything runs on this machine: the server in this process on loopback, a
 private Ray instance bound to 127.0.0.1 with one worker actor per CPU core given (`--worker-cpus`), and
 tiny random SD1 checkpoints written to a temporary models folder. It prints:
-  1. throughput of `jobs` independent txt2img jobs (by default 160x160, 8 steps: about 0.3 s each on
+  1. throughput of `jobs` independent txt2img jobs (by default 160x160, 8 steps: about 0.2 s of CPU on
      one core, a small real workload rather than pure overhead) through the in-process worker (one
      torch thread), 1 worker actor and 2 worker actors (one core each), `rounds` times interleaved, each
      configuration on a fresh server: jobs/s, the paired per-round ratios (median and spread), and where
