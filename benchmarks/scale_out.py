@@ -1,18 +1,24 @@
 """Scale-out on Ray: throughput with 1 and 2 workers, routing loads, and killed workers.
 
-    python benchmarks/scale_out.py [--jobs 12] [--kills 20] [--steps 4] [--size 64]
+    flock /work/wt/bench.lock python benchmarks/scale_out.py [--jobs 16] [--rounds 3] [--kills 20]
 
 Needs the `ray` extra. Everything runs on this machine: the server in this process on loopback, a
 private Ray instance bound to 127.0.0.1 with one worker actor per CPU core given (`--worker-cpus`), and
 tiny random SD1 checkpoints written to a temporary models folder. It prints:
-  1. throughput of `jobs` independent txt2img jobs through 1 and 2 worker actors (each with one core)
-     and through the in-process worker (one torch thread): the 2:1 ratio and the cost of Ray;
+  1. throughput of `jobs` independent txt2img jobs (by default 160x160, 8 steps: about 0.2 s of CPU on
+     one core, a small real workload rather than pure overhead) through the in-process worker (one
+     torch thread), 1 worker actor and 2 worker actors (one core each), `rounds` times interleaved, each
+     configuration on a fresh server: jobs/s, the paired per-round ratios (median and spread), and where
+     the CPU went per job: this process (the front door: HTTP, store, relay, websocket, the Ray driver;
+     and the benchmark's own client), Ray's daemons, and the worker actors. Clients learn of finished
+     jobs from the websocket, as a real client does;
   2. routing: a mixed queue over 3 checkpoints on 2 workers holding one checkpoint each, checkpoint
      loads with affinity routing vs round-robin (real runs), and the same policies on a simulated
      cluster of 4 workers and 200 jobs;
   3. faults: `kills` times, a job's worker actor is killed with SIGKILL mid-job; every job must complete
      exactly once (one execution_success on the websocket, one history entry, one output file), with
      the time from the kill to the job running again elsewhere and to its completion.
+The load average is printed at the start and the end: other work on the machine competes for its cores.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +71,44 @@ def prompt(ckpt: str, seed: int, steps: int, size: int, prefix: str) -> dict[str
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": prefix, "images": ["8", 0]}},
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below `root` (Ray's daemons and worker processes below this one)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+@dataclass
+class Sample:
+    """One timed batch of jobs on one configuration: jobs/s and CPU seconds per job by where they went."""
+
+    rate: float
+    server_cpu: float  # this process: the front door, the Ray driver, the benchmark's client
+    ray_cpu: float  # Ray's daemons and idle worker processes
+    worker_cpu: float  # the worker actors (the jobs themselves)
 
 
 class Bench:
@@ -104,15 +149,56 @@ class Bench:
             await asyncio.sleep(0.1)
         raise SystemExit("the workers did not start")
 
-    async def submit(self, client: TestClient, ckpt: str = CHECKPOINTS[0], *, steps: int | None = None) -> str:
+    async def submit(self, client: TestClient, ckpt: str = CHECKPOINTS[0], *, steps: int | None = None,
+                     size: int | None = None) -> str:
         self.seed += 1
         pid = f"job-{self.seed}"
-        body = {"prompt": prompt(ckpt, self.seed, steps or self.args.steps, self.args.size, pid), "prompt_id": pid,
-                "client_id": "bench"}
+        body = {"prompt": prompt(ckpt, self.seed, steps or self.args.steps, size or self.args.size, pid),
+                "prompt_id": pid, "client_id": "bench"}
         resp = await client.post("/prompt", json=body)
         if resp.status != 200:
             raise SystemExit(f"submit failed: {resp.status} {await resp.text()}")
         return pid
+
+    async def throughput(self, client: TestClient, workers: int) -> Sample:
+        """Warm every worker up (its checkpoint loaded), then time `jobs` jobs submitted at once; a job is
+        done when the websocket says so."""
+        ws = await client.ws_connect("/ws?clientId=bench")
+        finished: dict[str, str] = {}
+        changed = asyncio.Event()
+
+        async def listen() -> None:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    data = msg.json()
+                    if data["type"] in ("execution_success", "execution_error", "execution_interrupted"):
+                        finished[data["data"]["prompt_id"]] = data["type"]
+                        changed.set()
+
+        async def run(count: int) -> None:
+            pids = [await self.submit(client) for _ in range(count)]
+            while not all(p in finished for p in pids):
+                changed.clear()
+                await asyncio.wait_for(changed.wait(), 600)
+            failed = [p for p in pids if finished[p] != "execution_success"]
+            if failed:
+                raise SystemExit(f"jobs failed: {failed}")
+
+        listener = asyncio.get_running_loop().create_task(listen())
+        try:
+            await run(2 * workers)  # each worker loads the checkpoint
+            actors = {w["pid"] for w in (await (await client.get("/queue")).json()).get("workers", [])}
+            ray = descendants(os.getpid()) - actors
+            before = (cpu_seconds(os.getpid()), sum(map(cpu_seconds, ray)), sum(map(cpu_seconds, actors)))
+            start = time.perf_counter()
+            await run(self.args.jobs)
+            rate = self.args.jobs / (time.perf_counter() - start)
+            after = (cpu_seconds(os.getpid()), sum(map(cpu_seconds, ray)), sum(map(cpu_seconds, actors)))
+        finally:
+            listener.cancel()
+            await ws.close()
+        per_job = [(b - a) / self.args.jobs for a, b in zip(before, after, strict=True)]
+        return Sample(rate, *per_job)
 
     async def wait_done(self, client: TestClient, pids: list[str], timeout: float = 600) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -129,20 +215,13 @@ class Bench:
             await asyncio.sleep(0.05)
         raise SystemExit(f"jobs not done in {timeout} s")
 
-    async def throughput(self, client: TestClient, warm: int) -> float:
-        await self.wait_done(client, [await self.submit(client) for _ in range(warm)])  # load the checkpoint
-        start = time.perf_counter()
-        pids = [await self.submit(client) for _ in range(self.args.jobs)]
-        await self.wait_done(client, pids)
-        return self.args.jobs / (time.perf_counter() - start)
-
     async def routing(self, client: TestClient) -> tuple[int, float]:
         rng = random.Random(11)
         mix = [rng.choice(CHECKPOINTS) for _ in range(self.args.mixed)]
         before = await self.loads(client)
         start = time.perf_counter()
         # Longer jobs than the throughput run's, so the queue fills up behind the busy workers.
-        pids = [await self.submit(client, ckpt, steps=self.args.mixed_steps) for ckpt in mix]
+        pids = [await self.submit(client, ckpt, steps=self.args.mixed_steps, size=self.args.small_size) for ckpt in mix]
         await self.wait_done(client, pids)
         return await self.loads(client) - before, time.perf_counter() - start
 
@@ -166,7 +245,7 @@ class Bench:
         to_rerun, to_done, to_replaced, pids = [], [], [], []
         for _ in range(self.args.kills):
             await self.ready(client, 2)
-            pid = await self.submit(client, steps=self.args.kill_steps)
+            pid = await self.submit(client, steps=self.args.kill_steps, size=self.args.small_size)
             pids.append(pid)
             await self.running_on(client, pid)
             await asyncio.sleep(rng.uniform(0.1, 0.4))
@@ -204,24 +283,45 @@ def _ms(values: list[float]) -> str:
     return f"median {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
 
 
+def _spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+
+
+def _line(name: str, samples: list[Sample]) -> str:
+    rates = " ".join(f"{s.rate:5.2f}" for s in samples)
+    cpu = (f"CPU/job: this process {statistics.median(s.server_cpu for s in samples) * 1000:5.1f} ms, "
+           f"Ray daemons {statistics.median(s.ray_cpu for s in samples) * 1000:5.1f} ms, "
+           f"workers {statistics.median(s.worker_cpu for s in samples) * 1000:5.0f} ms")
+    return f"{name:<17} jobs/s per round: {rates}  (median {statistics.median(s.rate for s in samples):5.2f}); {cpu}"
+
+
 async def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)  # the in-process worker gets the one core each actor gets
+    torch.set_num_interop_threads(1)
+    cpus = args.worker_cpus
     with tempfile.TemporaryDirectory(prefix="sumie-scale-") as tmp:
         bench = Bench(Path(tmp), args)
-        cpus = args.worker_cpus
-        print(f"{args.jobs} txt2img jobs, tiny SD1, {args.size}x{args.size}, {args.steps} steps; "
-              f"{cpus} core(s) per worker; machine has {os.cpu_count()} cores, load average "
-              f"{os.getloadavg()[0]:.1f} (other work competes for them)")
-        async with bench.server(None) as client:
-            inproc = await bench.throughput(client, 1)
-        print(f"in-process worker:  {inproc:6.2f} jobs/s")
-        async with bench.server(WorkerPlan(mode="local", count=1, cpus_per_worker=cpus)) as client:
-            one = await bench.throughput(client, 1)
-        print(f"Ray, 1 worker:      {one:6.2f} jobs/s  ({one / inproc:.2f} x in-process: the cost of Ray)")
+        print(f"throughput: {args.jobs} txt2img jobs, tiny SD1, {args.size}x{args.size}, {args.steps} steps, "
+              f"{args.rounds} rounds; {cpus} core(s) per worker, 1 torch thread in-process; machine has "
+              f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
+        plans = {"in-process": None, "Ray, 1 worker": WorkerPlan(mode="local", count=1, cpus_per_worker=cpus),
+                 "Ray, 2 workers": WorkerPlan(mode="local", count=2, cpus_per_worker=cpus)}
+        samples: dict[str, list[Sample]] = {name: [] for name in plans}
+        for round_ in range(args.rounds):
+            order = list(plans) if round_ % 2 == 0 else list(plans)[::-1]  # neither side always goes first
+            for name in order:
+                async with bench.server(plans[name]) as client:
+                    samples[name].append(await bench.throughput(client, (plans[name] and plans[name].count) or 1))
+        for name, taken in samples.items():
+            print(_line(name, taken))
+        one, two, inproc = samples["Ray, 1 worker"], samples["Ray, 2 workers"], samples["in-process"]
+        scaling = [b.rate / a.rate for a, b in zip(one, two, strict=True)]
+        cost = [b.rate / a.rate for a, b in zip(inproc, one, strict=True)]
+        print(f"2 workers / 1 worker, paired per round: {_spread(scaling)}  (goal >= 1.8 with 2 free cores)")
+        print(f"Ray 1 worker / in-process, paired per round: {_spread(cost)}  (the cost of Ray)")
+
         plan = WorkerPlan(mode="local", count=2, cpus_per_worker=cpus, model_capacity=1)
         async with bench.server(plan) as client:
-            two = await bench.throughput(client, 2)
-            print(f"Ray, 2 workers:     {two:6.2f} jobs/s  ({two / one:.2f} x 1 worker; goal >= 1.8 with 2 free cores)")
             affinity_loads, affinity_s = await bench.routing(client)
             faults = await bench.faults(client) if args.kills else None
         rr_plan = WorkerPlan(mode="local", count=2, cpus_per_worker=cpus, model_capacity=1, routing="round-robin")
@@ -242,17 +342,20 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  kill -> running again on the other worker: {_ms(faults['to_rerun'])}")
             print(f"  kill -> job completed: {_ms(faults['to_done'])}")
             print(f"  kill -> killed worker replaced and ready: {_ms(faults['to_replaced'])}")
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--jobs", type=int, default=16, help="jobs of each timed throughput batch")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput comparison")
+    parser.add_argument("--steps", type=int, default=8, help="steps of the throughput jobs")
+    parser.add_argument("--size", type=int, default=160, help="image side of the throughput jobs")
+    parser.add_argument("--small-size", type=int, default=64, help="image side of the routing and fault jobs")
     parser.add_argument("--mixed", type=int, default=18, help="jobs of the routing run")
     parser.add_argument("--mixed-steps", type=int, default=20, help="steps of the routing run's jobs")
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--kill-steps", type=int, default=150, help="steps of the jobs killed mid-run")
-    parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--worker-cpus", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=2, help="cores the local Ray instance may use")
     asyncio.run(run(parser.parse_args()))

@@ -269,6 +269,14 @@ class JobStore(LeaseMixin):
             return self._select("WHERE state = ? ORDER BY number, seq LIMIT ?", (PENDING, limit))
         return self._select("WHERE state = ? ORDER BY number, seq", (PENDING,))
 
+    def pending_brief(self) -> list[tuple[str, float]]:
+        """(prompt_id, created) of the pending jobs in queue order: a dispatcher's view of the queue that
+        parses no stored prompt (it runs on every job's end, with the whole queue pending)."""
+        with self._lock:
+            rows = self._db.execute("SELECT prompt_id, created FROM jobs WHERE state = ? ORDER BY number, seq",
+                                    (PENDING,)).fetchall()
+        return [(prompt_id, float(created)) for prompt_id, created in rows]
+
     def running(self) -> list[Job]:
         return self._select("WHERE state = ? ORDER BY seq", (RUNNING,))
 

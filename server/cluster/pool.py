@@ -2,9 +2,10 @@
 
 `ClusterWorker` stands where the in-process `Worker` stands (same methods for the API), but runs jobs
 on workers a backend provides (server/cluster/ray_workers.py). The job store stays the source of
-truth: a job is claimed for a worker with a lease, renewed by every message the worker streams
-(heartbeats included); a worker that dies is released at once and one that falls silent loses the job
-when its lease expires; either way the job is re-queued and only the lease holder can record a result.
+truth: a job is claimed for a worker with a lease, renewed while the worker streams (its messages
+arrive in batches, with a heartbeat when it has nothing to say; the store is written at most once a
+RENEW_S per job, not per message); a worker that dies is released at once and one that falls silent
+loses the job when its lease expires; either way the job is re-queued and only the lease holder can record a result.
 Each worker's websocket messages reach the hub unchanged; /interrupt goes to the worker running the job.
 """
 
@@ -27,7 +28,8 @@ from .runtime import SHUTDOWN
 
 log = logging.getLogger("sumie.cluster")
 
-REFRESH_S = 5.0  # how often idle workers' descriptions (memory, warm models) are refreshed
+REFRESH_S = 5.0  # how often workers' descriptions (device memory) are refreshed; warm models come with each result
+RENEW_S = 1.0  # a running job's lease is renewed at most this often (and at least every lease_s / 4)
 MAX_BACKOFF_S = 30.0
 
 
@@ -149,7 +151,7 @@ class ClusterWorker(Worker):
                 log.error("job %s: its worker stopped answering; %s", item.prompt_id, item.action)
                 self._stop_lost_run(item.prompt_id)
             self._assign()
-            self._refresh_idle()
+            self._refresh()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except TimeoutError:
@@ -159,15 +161,15 @@ class ClusterWorker(Worker):
         idle = {s.worker_id: s for s in self.slots if s.status == "ready" and s.run is None}
         if not idle:
             return
-        pending = self.store.pending()
+        pending = self.store.pending_brief()  # no prompt parsed but a new job's, once
         if not pending:
             return
         now = time.time()
         views = [WorkerView(worker_id=s.worker_id, models=tuple(s.info.get("models", ())),
                             capacity=int(s.info.get("model_capacity", 1)), free_memory=_free_memory(s.info))
                  for s in idle.values()]
-        queued = [QueuedJob(prompt_id=j.prompt_id, model=self._model_of(j), waited=max(0.0, now - j.created))
-                  for j in pending]
+        queued = [QueuedJob(prompt_id=prompt_id, model=self._model_of(prompt_id), waited=max(0.0, now - created))
+                  for prompt_id, created in pending]
         for assignment in self.router.assign(views, queued):
             slot = idle[assignment.worker_id]
             claimed = self.store.claim_leased(assignment.prompt_id, worker=slot.worker_id, lease_s=self.lease_s)
@@ -176,18 +178,19 @@ class ClusterWorker(Worker):
             job, lease = claimed
             slot.prompt_id = job.prompt_id
             slot.run = asyncio.get_running_loop().create_task(self._run(slot, job, lease))
-        live = {j.prompt_id for j in pending} | set(self.runs)
+        live = {prompt_id for prompt_id, _ in pending} | set(self.runs)
         self._models = {k: v for k, v in self._models.items() if k in live}
 
-    def _model_of(self, job: Job) -> str | None:
-        if job.prompt_id not in self._models:
-            self._models[job.prompt_id] = job_model(job.prompt)
-        return self._models[job.prompt_id]
+    def _model_of(self, prompt_id: str) -> str | None:
+        if prompt_id not in self._models:
+            job = self.store.get(prompt_id)
+            self._models[prompt_id] = job_model(job.prompt) if job is not None else None
+        return self._models[prompt_id]
 
-    def _refresh_idle(self) -> None:
+    def _refresh(self) -> None:
         now = time.monotonic()
         for slot in self.slots:
-            if slot.status == "ready" and slot.run is None and now - slot.refreshed > REFRESH_S:
+            if slot.status == "ready" and now - slot.refreshed > REFRESH_S:
                 slot.refreshed = now
                 self._background(self._describe(slot))
 
@@ -199,7 +202,7 @@ class ClusterWorker(Worker):
             if slot.handle is handle and slot.run is None:
                 self._lost(slot, "it died while idle")
             return
-        if slot.handle is handle:
+        if slot.handle is handle and info.get("time", 0) >= slot.info.get("time", 0):  # not older than a result's
             slot.info = info
 
     # -- one job on one worker ------------------------------------------------------------------
@@ -213,27 +216,32 @@ class ClusterWorker(Worker):
                                                                  wants != "none")
         payload = {"prompt_id": job.prompt_id, "client_id": job.client_id, "prompt": job.prompt,
                    "extra_data": job.extra_data, "outputs_to_execute": job.outputs_to_execute}
-        started = time.monotonic()
+        started = renewed = time.monotonic()
+        renew_every = min(RENEW_S, self.lease_s / 4)
         handle = slot.handle
         try:
             stream = self.backend.stream(handle, payload, previews=previews, job_timeout=self.options.job_timeout)
             while True:
                 try:
-                    item = await asyncio.wait_for(anext(stream), timeout=self.lease_s)
+                    batch = await asyncio.wait_for(anext(stream), timeout=self.lease_s)
                 except StopAsyncIteration:
                     break
-                if not self.store.renew(job.prompt_id, lease, lease_s=self.lease_s):
-                    log.warning("job %s: lease lost while %s ran it; its result is ignored", job.prompt_id,
-                                slot.worker_id)
-                    self._lost(slot, "its lease expired")
-                    return
-                if item[0] == "done":
-                    self._record(job, lease, item)
-                    slot.failures = 0
-                    self.durations.append(time.monotonic() - started)
-                    self._background(self._describe(slot))
-                    return
-                self._relay(state, item)
+                now = time.monotonic()
+                if now - renewed >= renew_every:
+                    renewed = now
+                    if not self.store.renew(job.prompt_id, lease, lease_s=self.lease_s):
+                        log.warning("job %s: lease lost while %s ran it; its result is ignored", job.prompt_id,
+                                    slot.worker_id)
+                        self._lost(slot, "its lease expired")
+                        return
+                for item in batch:
+                    if item[0] == "done":
+                        slot.info.update(item[6])
+                        self._record(job, lease, item)
+                        slot.failures = 0
+                        self.durations.append(time.monotonic() - started)
+                        return
+                    self._relay(state, item)
         except (TimeoutError, *self.backend.lost_errors) as exc:
             reason = f"no word for {self.lease_s:.0f} s" if isinstance(exc, TimeoutError) else \
                 f"{type(exc).__name__}"
@@ -266,7 +274,7 @@ class ClusterWorker(Worker):
             self.hub.send_preview(item[1], item[2])
 
     def _record(self, job: Job, lease: str, item: tuple[Any, ...]) -> None:
-        _, status, outputs, messages, terminal, interrupted_for = item
+        _, status, outputs, messages, terminal, interrupted_for, _info = item
         if status == INTERRUPTED and interrupted_for == SHUTDOWN:
             self.store.requeue(job.prompt_id, uncount_attempt=True)
             return
@@ -337,8 +345,16 @@ def _free_memory(info: dict[str, Any]) -> int:
     return sum(int(d.get("vram_free") or 0) for d in info.get("devices", ()) if isinstance(d, dict))
 
 
+_MIRRORED = frozenset({"execution_start", "execution_cached", "executing", "progress", "executed"})
+
+
 def _mirror(state: RunState, text: str) -> None:
-    """Keep the server's copy of a remote run's state, for clients that reconnect mid-run."""
+    """Keep the server's copy of a remote run's state, for clients that reconnect mid-run. Only the
+    messages it needs are parsed (not progress_state, which carries every node of the graph)."""
+    if text.startswith('{"type":"'):
+        end = text.find('"', 9)
+        if end > 0 and text[9:end] not in _MIRRORED:
+            return
     try:
         message = json.loads(text)
     except ValueError:

@@ -52,6 +52,7 @@ class RayBackend:
                      _node_ip_address="127.0.0.1", namespace="sumie", runtime_env={"env_vars": env},
                      configure_logging=False, log_to_driver=True)
         else:
+            _token_auth_if_available()
             ray.init(address=self.plan.address, namespace="sumie", runtime_env={"env_vars": env},
                      configure_logging=False, log_to_driver=True)
         self._started = True
@@ -66,8 +67,8 @@ class RayBackend:
             count = int(total_gpus)
             self.gpus = 1.0
             self.cpus = float(self.plan.cpus_per_worker or max(1, int(total_cpus // count)))
-        else:
-            self.cpus = float(self.plan.cpus_per_worker or DEFAULT_CLUSTER_CPUS)
+        else:  # no GPU: workers of N cores (4 by default, or the whole cluster when it has fewer)
+            self.cpus = float(self.plan.cpus_per_worker or min(DEFAULT_CLUSTER_CPUS, max(1, int(total_cpus))))
             count = max(1, int(total_cpus // self.cpus))
         log.info("Ray cluster: %.0f CPU, %.0f GPU; %d worker(s) of %.0f CPU and %.2g GPU", total_cpus, total_gpus,
                  count, self.cpus, self.gpus)
@@ -78,7 +79,7 @@ class RayBackend:
         return self._actor.options(
             name=f"sumie-{worker_id}-{os.getpid()}-{self._incarnation}", num_cpus=self.cpus, num_gpus=self.gpus,
             max_restarts=0, max_concurrency=4,
-        ).remote(self.factory, worker_id, model_capacity=self.plan.model_capacity)
+        ).remote(self.factory, worker_id, model_capacity=self.plan.model_capacity, threads=max(1, int(self.cpus)))
 
     async def call(self, handle: Any, method: str, *args: Any) -> Any:
         return await getattr(handle, method).remote(*args)
@@ -100,3 +101,18 @@ class RayBackend:
         if self._started:
             ray.shutdown()
             self._started = False
+
+
+def _token_auth_if_available() -> None:
+    """Attaching to a cluster started by `ray start`, which turns Ray's token authentication on by default:
+    ray.init only looks for the token when it finds the cluster itself, not at an address given to it
+    (RAY_ADDRESS, ray://), and is then refused with a bare "failed to connect". With RAY_AUTH_MODE unset
+    and a token at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), send it: Ray's own
+    switch for that, which also refreshes its cached configuration."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)

@@ -1,12 +1,18 @@
 """One worker's side of a cluster: its own executor, warm models and cache, running one job at a time.
 
 This is the body of a Ray actor (server/cluster/ray_workers.py) but knows nothing of Ray: it runs a
-job and yields what the server must hear, in order, as plain tuples:
+job and yields what the server must hear, in order, as batches (lists) of plain tuples:
 
     ("text", message, client_id)     a ComfyUI websocket message, serialised as the relay makes it
     ("preview", frame, client_id)    a binary preview frame
     ("beat",)                        nothing happened for a while; the worker is alive (renews the lease)
-    ("done", status, outputs, history_messages, terminal)
+    ("done", status, outputs, history_messages, terminal, interrupted_for, info)   the last item
+
+A batch holds what the run produced since the previous one: the first item after a quiet spell goes at
+once, later ones at most every TICK_S, and the end goes at once. Every item still arrives, in order;
+batching only saves a message (and its serialisation) between the worker and the server per item.
+`info` is the worker's own state after the job (warm models, counters), so the server needs no extra
+call to learn it.
 
 The relay (server/relay.py) is reused unchanged: its "loop" here is a queue the generator drains.
 """
@@ -17,6 +23,7 @@ import os
 import platform
 import queue
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -31,6 +38,7 @@ from ..relay import Relay, RunState
 from .routing import job_model
 
 HEARTBEAT_S = 1.0
+TICK_S = 0.1  # a running job's items reach the server in batches at most this often (progress_state's pace)
 SHUTDOWN = "shutdown"
 
 
@@ -46,11 +54,19 @@ class _QueueLoop:
 
 
 class WorkerRuntime:
-    """Builds its executor with `factory` (a picklable callable) in the worker's own process."""
+    """Builds its executor with `factory` (a picklable callable) in the worker's own process. `threads`
+    (the worker's share of CPU cores) bounds its math libraries' threads, so that workers sharing a
+    machine do not oversubscribe its cores."""
 
-    def __init__(self, factory: Callable[[], Executor], worker_id: str, *, model_capacity: int = 1) -> None:
+    def __init__(self, factory: Callable[[], Executor], worker_id: str, *, model_capacity: int = 1,
+                 threads: int | None = None) -> None:
         self.worker_id = worker_id
+        self.threads = threads
+        if threads:
+            limit_threads(threads)  # before the nodes load torch: it reads the variables when imported
         self.executor = factory()
+        if threads:
+            limit_threads(threads)  # and again, in case the factory set its own
         self.model_capacity = max(1, model_capacity)
         self.recent_models: list[str] = []  # checkpoints of jobs run here, least recently used first
         self.loads = 0  # checkpoint loads (a job whose checkpoint was not warm)
@@ -59,8 +75,9 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._busy = threading.Lock()  # held while a job runs: freeing memory waits for it, as in-process
 
-    def run(self, job: dict[str, Any], *, previews: bool, job_timeout: float | None = None) -> Iterator[tuple]:
-        """Run one job (prompt_id, client_id, prompt, extra_data, outputs_to_execute), yielding its stream."""
+    def run(self, job: dict[str, Any], *, previews: bool, job_timeout: float | None = None) -> Iterator[list[tuple]]:
+        """Run one job (prompt_id, client_id, prompt, extra_data, outputs_to_execute), yielding its stream
+        in batches; the last batch ends with the "done" item."""
         items: queue.Queue[tuple[Any, ...]] = queue.Queue()
         token = InterruptToken(timeout=job_timeout)
         state = RunState(prompt_id=job["prompt_id"], client_id=job["client_id"])
@@ -77,19 +94,25 @@ class WorkerRuntime:
                                   name=f"sumie-{self.worker_id}", daemon=True)
         thread.start()
         try:
+            sent = -float("inf")
             while True:
                 try:
-                    item = items.get(timeout=HEARTBEAT_S)
+                    first = items.get(timeout=HEARTBEAT_S)
                 except queue.Empty:
-                    yield ("beat",)
+                    yield [("beat",)]
                     continue
-                if item[0] == "end":
+                batch, ended = _gather(items, first, until=sent + TICK_S)
+                if ended:
                     break
-                yield item
+                sent = time.monotonic()
+                yield batch
             thread.join()
             self._remember(model)
             self.jobs_run += 1
-            yield done[0]
+            with self._lock:
+                self.current = None
+            batch.append(done[0] + (self.state(),))
+            yield batch
         finally:
             with self._lock:
                 self.current = None
@@ -171,20 +194,57 @@ class WorkerRuntime:
         if system is not None and hasattr(system, "free"):
             system.free(unload_models=unload_models, free_memory=free_memory)
 
+    def state(self) -> dict[str, Any]:
+        """What routing and /queue need after each job, cheap to gather: warm models, counters, current job."""
+        with self._lock:
+            current = self.current[0] if self.current is not None else None
+        return {"models": self.warm_models(), "current_job": current, "jobs_run": self.jobs_run,
+                "model_loads": self.loads, "time": time.time()}
+
     def describe(self) -> dict[str, Any]:
         """For /queue and /system_stats: where it runs, its device and memory, warm models, current job."""
         system = self.executor.services.get("system")
         stats = dict(system.stats()) if system is not None and hasattr(system, "stats") else {}
         devices = list(stats.get("devices", [])) or [_cpu_device()]
-        with self._lock:
-            current = self.current[0] if self.current is not None else None
         return {"id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "machine": platform.machine(),
-                "devices": devices, "models": self.warm_models(), "model_capacity": self.model_capacity,
-                "current_job": current, "jobs_run": self.jobs_run, "model_loads": self.loads,
-                "time": time.time()}
+                "devices": devices, "model_capacity": self.model_capacity, "threads": self.threads, **self.state()}
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _gather(items: queue.Queue[tuple[Any, ...]], first: tuple[Any, ...], *,
+            until: float) -> tuple[list[tuple[Any, ...]], bool]:
+    """`first` and what follows it in the queue until the monotonic time `until` (at least what is there
+    already), stopping early at the run's end; (the batch without the end marker, whether it ended)."""
+    batch: list[tuple[Any, ...]] = []
+    item = first
+    while True:
+        if item[0] == "end":
+            return batch, True
+        batch.append(item)
+        left = until - time.monotonic()
+        try:
+            item = items.get(timeout=left) if left > 0 else items.get_nowait()
+        except queue.Empty:
+            return batch, False
+
+
+def limit_threads(count: int) -> None:
+    """Keep the math libraries (OpenMP, MKL, torch) at `count` threads in this process: a worker given N
+    cores uses N, whatever the machine has. Touches torch only if the nodes have loaded it."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(count)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    if torch.get_num_interop_threads() != count:
+        try:
+            torch.set_num_interop_threads(count)
+        except RuntimeError:  # only possible before the first parallel work; it keeps its pool then
+            pass
 
 
 def _cpu_device() -> dict[str, Any]:

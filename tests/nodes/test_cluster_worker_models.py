@@ -40,10 +40,12 @@ def test_a_worker_keeps_its_capacity_of_checkpoints_warm_and_counts_real_loads(t
     runtime = WorkerRuntime(functools.partial(_executor, folders), "w0", model_capacity=1)
     manager = runtime.executor.services["models"]
     for seed, ckpt in enumerate(["a.safetensors", "a.safetensors", "b.safetensors", "a.safetensors"]):
-        items = list(runtime.run({"prompt_id": f"p{seed}", "client_id": None, "prompt": txt2img(ckpt, seed),
-                                  "extra_data": {}, "outputs_to_execute": ["6"]}, previews=False))
+        items = [item for batch in runtime.run({"prompt_id": f"p{seed}", "client_id": None,
+                                                "prompt": txt2img(ckpt, seed), "extra_data": {},
+                                                "outputs_to_execute": ["6"]}, previews=False) for item in batch]
         done = items[-1]
         assert done[0] == "done" and done[1] == "success", done
+        assert done[6]["models"] == [ckpt] and done[6]["jobs_run"] == seed + 1  # the server learns it with the result
         assert [Path(p).name for p in manager.loaded_files()] == [ckpt]  # only the one in use stays loaded
         assert runtime.describe()["models"] == [ckpt]
     assert runtime.loads == 3  # a, b, a again: the second "a" job found it warm
@@ -61,8 +63,9 @@ def test_a_worker_streams_progress_state_like_the_in_process_worker(tmp_path: Pa
     write_random_checkpoint(folders.models / "checkpoints" / "a.safetensors", kind="sd1", seed=0)
     runtime = WorkerRuntime(functools.partial(_executor, folders), "w0")
     with caplog.at_level("ERROR"):
-        items = list(runtime.run({"prompt_id": "p", "client_id": None, "prompt": txt2img("a.safetensors", 0),
-                                  "extra_data": {}, "outputs_to_execute": ["6"]}, previews=False))
+        batches = list(runtime.run({"prompt_id": "p", "client_id": None, "prompt": txt2img("a.safetensors", 0),
+                                    "extra_data": {}, "outputs_to_execute": ["6"]}, previews=False))
+    items = [item for batch in batches for item in batch]
     assert items[-1][0] == "done" and items[-1][1] == "success", items[-1]
     states = [i[1] for i in items if i[0] == "text" and '"type":"progress_state"' in i[1]]
     assert states and '"state":"finished"' in states[-1]  # the last one shows every node finished

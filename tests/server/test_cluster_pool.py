@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,7 +15,7 @@ from graph.builder import GraphBuilder
 from server.app import create_app
 from server.cluster.pool import ClusterWorker
 from server.cluster.routing import AffinityRouter
-from server.cluster.runtime import WorkerRuntime
+from server.cluster.runtime import TICK_S, WorkerRuntime
 from server.options import ServerOptions
 from tests.server import cluster_nodes
 from tests.server import workflows as wf
@@ -102,3 +104,24 @@ async def test_a_client_reconnecting_mid_run_catches_up_on_a_worker_run(env: Env
         (temp / "release_r").write_text("go")
         await until_done(ws, "r", timeout=20)
         await ws.close()
+
+
+def test_a_worker_streams_every_item_in_order_in_few_batches(env: Env):
+    """A worker's stream reaches the server in batches (at most one per tick, plus the first and the end),
+    so a sampler's hundreds of progress messages and previews cost a few messages between processes, yet
+    every item arrives, in order, and the result comes last with the worker's warm state."""
+    runtime = WorkerRuntime(functools.partial(cluster_nodes.build_executor, env.folders), "w0")
+    g = GraphBuilder()
+    g.node("Show", value=g.node("PreviewSteps", value=g.node("IntConst", value=4), steps=60))
+    job = {"prompt_id": "b", "client_id": "c", "prompt": g.build(), "extra_data": {}, "outputs_to_execute": ["3"]}
+    started = time.monotonic()
+    batches = list(runtime.run(job, previews=True))
+    elapsed = time.monotonic() - started
+    items = [item for batch in batches for item in batch]
+    texts = [json.loads(i[1]) for i in items if i[0] == "text"]
+    steps = [m["data"]["value"] for m in texts if m["type"] == "progress"]
+    assert steps == list(range(1, 61))
+    assert sum(i[0] == "preview" for i in items) == 60
+    assert [m["type"] for m in texts][:2] == ["execution_start", "execution_cached"]
+    assert items[-1][0] == "done" and items[-1][1] == "success" and items[-1][6]["jobs_run"] == 1
+    assert len(batches) <= elapsed / TICK_S + 2 and len(batches) < len(items) / 2

@@ -90,3 +90,15 @@ def test_a_database_from_before_leases_is_migrated_on_open(tmp_path):
     assert job.prompt_id == "old" and store.finish("old", status=SUCCESS, outputs={}, messages=[], lease=token)
     store.close()
     JobStore(path).close()  # opening a migrated database again changes nothing
+
+
+def test_the_dispatchers_view_of_the_queue_is_the_pending_jobs_in_queue_order(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    for pid in ("a", "b", "c"):
+        _add(store, pid)
+    store.add(prompt_id="urgent", prompt={"1": {"class_type": "Const", "inputs": {}}}, extra_data={}, client_id="c",
+              outputs_to_execute=["1"], digest="d", front=True)
+    store.claim_leased("b", worker="w0", lease_s=10)
+    brief = store.pending_brief()
+    assert [pid for pid, _ in brief] == [j.prompt_id for j in store.pending()] == ["urgent", "a", "c"]
+    assert [created for _, created in brief] == [j.created for j in store.pending()]

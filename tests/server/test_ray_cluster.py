@@ -1,13 +1,20 @@
 """Two worker actors on a private, loopback-only Ray instance: jobs stream through the server's websocket,
 /queue and /system_stats list both workers, /interrupt reaches the worker running the job, and a worker
-killed with SIGKILL mid-job loses its lease: the job runs again elsewhere and completes exactly once."""
+killed with SIGKILL mid-job loses its lease: the job runs again elsewhere and completes exactly once.
+`--workers ray:auto` attaches to a cluster started with `ray start --head` on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,3 +134,70 @@ async def _async(value):
 async def _status(client: TestClient, prompt_id: str) -> str | None:
     job = await (await client.get(f"/api/jobs/{prompt_id}")).json()
     return job["status"] if job["status"] in ("completed", "failed", "cancelled") else None
+
+
+@contextlib.contextmanager
+def ray_head(cpus: int):
+    """A Ray head started with `ray start` (as an operator would), asked for loopback, in its own process
+    group and temporary folder; stopped by killing that group only (never `ray stop`, which stops every
+    Ray on the machine). Yields the address to attach to."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
+    head = None
+    try:
+        head = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={temp}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if head is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, signal.SIGKILL)  # `ray start --block` and everything it started (one group)
+            head.wait(30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+async def test_workers_ray_auto_attach_to_a_running_cluster_and_run_a_job(env: Env, monkeypatch):
+    """`--workers ray:auto` on a machine whose Ray cluster was started with `ray start --head`: the server
+    attaches to it (it starts no Ray of its own), sizes its workers from the cluster's cores (2, fewer
+    than the default 4 per worker) and runs a job there, its result streamed back and recorded."""
+    from server.cluster.cli import parse_workers
+
+    plan = parse_workers("ray:auto")
+    assert plan is not None and plan.address == "auto"
+    folders = env.folders
+    with ray_head(cpus=2) as address:
+        monkeypatch.setenv("RAY_ADDRESS", address)  # how `ray:auto` finds the cluster, as `ray start` says
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # the server must find the cluster's token itself
+        factory = functools.partial(cluster_nodes.build_executor, folders)
+        executor = Executor(cluster_nodes.registry(), cache=RecentRunsCache(1), folders=folders, services={})
+        app = create_app(env.settings, executor.registry, executor, options=ServerOptions(), web_root=None,
+                         make_worker=functools.partial(make_cluster_worker, plan, factory))
+        async with TestClient(TestServer(app)) as client:
+            async def ready():
+                workers = (await (await client.get("/queue")).json()).get("workers", [])
+                return workers if workers and all(w.get("status") == "ready" for w in workers) else None
+
+            workers = await until(ready, 120, "the cluster's worker")
+            assert len(workers) == 1 and workers[0]["pid"] != os.getpid() and workers[0]["threads"] == 2
+            ws = await client.ws_connect("/ws?clientId=c1")
+            g = GraphBuilder()
+            g.node("SavePng", value=g.node("PreviewSteps", value=g.node("IntConst", value=7), steps=3),
+                   filename_prefix="auto")
+            resp = await client.post("/prompt", json={"prompt": g.build(), "prompt_id": "auto", "client_id": "c1"})
+            assert resp.status == 200, await resp.text()
+            await until(lambda: _status(client, "auto"), 60, "the job done")
+            job = await (await client.get("/api/jobs/auto")).json()
+            assert (job["status"], job["attempts"]) == ("completed", 1)
+            assert len(list(Path(folders.output).glob("auto_*.png"))) == 1
+            kinds = []
+            while "execution_success" not in kinds:
+                msg = await receive_json(ws, 30)
+                if isinstance(msg, dict) and msg["data"].get("prompt_id") == "auto":
+                    kinds.append(msg["type"])
+            assert kinds[0] == "execution_start" and "progress" in kinds and "executed" in kinds
+            await ws.close()
