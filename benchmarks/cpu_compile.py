@@ -14,7 +14,9 @@ resident memory with the weights built, its peak while compiling and what stays 
 Configurations (inductor settings): `default`; `freezing` (weights become constants: folded, and
 convolution/linear weights prepacked for oneDNN); `freezing+cpp` (also `cpp_wrapper`);
 `freezing+discard` (also `freezing_discard_parameters`: the eager weights are dropped after
-freezing, so the plain U-Net can no longer run: memory and compiled time only). The random weights
+freezing, so the plain U-Net can no longer run: memory and compiled time only); `sumie` (what
+`--compile` does on the CPU, nodes/models/speed.py, on weights mapped from a safetensors file as
+the checkpoint loader leaves them; the file is written once to the temp folder). The random weights
 have the real architecture; speed does not depend on their values. Each child holds the lock given
 by `--lock` while it runs (nothing else timed on the machine at once).
 """
@@ -39,7 +41,9 @@ CONFIGS = {
     "freezing": {"freezing": True},
     "freezing+cpp": {"freezing": True, "cpp_wrapper": True},
     "freezing+discard": {"freezing": True, "freezing_discard_parameters": True},
+    "sumie": {},  # what `--compile` does on the CPU (nodes/models/speed.py), on weights mapped from a file
 }
+MAPPED = str(Path(tempfile.gettempdir()) / "sumie-cpu-compile-unet-{size}.safetensors")
 
 
 def _mem(field: str) -> int:
@@ -60,6 +64,15 @@ def child(config: str, pixels: int, rounds: int, size: str = "full") -> dict:
     base_rss = _mem("VmRSS")
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**unet_config("sd1", size)).eval()
+    if config == "sumie":  # the weights as a checkpoint loader leaves them: views of the file's pages
+        from safetensors.torch import save_file
+
+        from nodes.models.weights_file import read_state_dict
+
+        mapped = Path(MAPPED.format(size=size))
+        if not mapped.exists():
+            save_file(unet.state_dict(), str(mapped))
+        unet.load_state_dict(read_state_dict(mapped), assign=True)
     weights = sum(p.numel() * p.element_size() for p in unet.parameters())
     built_rss = _mem("VmRSS")
     side = pixels // 8
@@ -76,7 +89,12 @@ def child(config: str, pixels: int, rounds: int, size: str = "full") -> dict:
         return unet(x, t[0], encoder_hidden_states=ctx, timestep_cond=None, cross_attention_kwargs=None,
                     added_cond_kwargs=None, return_dict=False)[0]
 
-    fast = torch.compile(unet)
+    if config == "sumie":
+        from nodes.models.speed import compiled as sumie_compiled
+
+        fast = sumie_compiled(unet)
+    else:
+        fast = torch.compile(unet)
 
     def compiled() -> torch.Tensor:
         return fast(x, t, encoder_hidden_states=ctx).sample
@@ -85,6 +103,7 @@ def child(config: str, pixels: int, rounds: int, size: str = "full") -> dict:
                     "rss_before_weights": base_rss, "rss_weights": built_rss - base_rss}
     with torch.no_grad():  # as the samplers run
         ref = eager()
+        result["rss_eager"] = _mem("VmRSS") - base_rss
         start = time.perf_counter()
         out = compiled()
         result["compile_s"] = time.perf_counter() - start
@@ -95,6 +114,7 @@ def child(config: str, pixels: int, rounds: int, size: str = "full") -> dict:
         start = time.perf_counter()
         compiled()
         result["second_call_s"] = time.perf_counter() - start
+        result["rss_after_second"] = _mem("VmRSS") - base_rss
         sides = {"compiled": compiled} if discard else {"eager": eager, "diffusers": diffusers_call,
                                                         "compiled": compiled}
         if not discard:
@@ -142,10 +162,12 @@ def report(cold: dict, warm: dict) -> None:
           f"U-Net weights {cold['weights'] / gb:.2f} GB", flush=True)
     print(f"compile (first call): cold {cold['compile_s']:.1f} s, restart with the cache {warm['compile_s']:.1f} s "
           f"(whole processes {cold['process_s']:.0f} s / {warm['process_s']:.0f} s)")
-    print(f"compiled vs eager output: max |diff| {cold['max_abs_diff']:.2e}, relative {cold['rel_diff']:.2e}")
-    print(f"memory above the interpreter: weights built {cold['rss_weights'] / gb:.2f} GB, peak while compiling "
-          f"{cold['rss_peak'] / gb:.2f} GB, resident after {cold['rss_after'] / gb:.2f} GB, after the rounds "
-          f"{cold['rss_end'] / gb:.2f} GB (peak {cold['rss_peak_end'] / gb:.2f}); restart: peak "
+    print(f"compiled vs eager output: max |diff| {cold['max_abs_diff']:.2e}, relative {cold['rel_diff']:.2e} "
+          f"(restart: {warm['rel_diff']:.2e})")
+    print(f"memory above the interpreter: weights built {cold['rss_weights'] / gb:.2f} GB, after an eager call "
+          f"{cold['rss_eager'] / gb:.2f} GB, peak while compiling {cold['rss_peak'] / gb:.2f} GB, resident after "
+          f"{cold['rss_after'] / gb:.2f} GB, after a second call {cold['rss_after_second'] / gb:.2f} GB, after the "
+          f"rounds {cold['rss_end'] / gb:.2f} GB (peak {cold['rss_peak_end'] / gb:.2f}); restart: peak "
           f"{warm['rss_peak'] / gb:.2f} GB, after {warm['rss_after'] / gb:.2f} GB")
     times, cpu = cold["times"], cold["cpu"]
     for name, series in times.items():

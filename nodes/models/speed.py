@@ -111,11 +111,57 @@ def unfuse_qkv(unet: torch.nn.Module) -> None:
     unet.unfuse_qkv_projections()
 
 
+class FrozenOnCpu:
+    """The U-Net compiled by inductor with freezing, for the CPU: its weights become constants of
+    the compiled code, folded and prepacked for oneDNN's convolutions and matmuls.
+
+    Frozen code computes with the weights it was compiled with, whatever the module holds later, so
+    it only runs while the U-Net holds exactly those tensors (checked by address on every call). A
+    call while a patch has swapped weights in (a LoRA, a merge) or with gradients on goes to the
+    plain compiled U-Net, which reads the module's weights as they are.
+    """
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.unet = unet
+        # its own options also keep dynamo from serving the frozen code to the plain wrapper (and back)
+        self.frozen = torch.compile(unet, backend="inductor", options={"freezing": True})
+        self.plain: Any = None
+        self.addresses: tuple[int, ...] | None = None
+        self.released = False
+
+    def release_weights(self) -> None:
+        """Drop the module's copy of the weights from memory once frozen: the compiled code holds its
+        own (prepacked) copy, so keeping both would double the U-Net's memory. Weights mapped from an
+        uncompressed file only lose their pages (touching them again, for a patch or a plain call,
+        reads the file); weights in ordinary memory (cast from another precision) stay."""
+        for tensor in (*self.unet.parameters(), *self.unet.buffers()):
+            release_file_pages(tensor)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        addresses = cuda_graphs.weight_addresses(self.unet)
+        if self.addresses is None:
+            self.addresses = addresses
+        if addresses == self.addresses and not torch.is_grad_enabled():
+            # dynamo decides what becomes a constant while tracing, so the setting must be on here
+            with torch._inductor.config.patch(freezing=True):
+                out = self.frozen(*args, **kwargs)
+            if not self.released:
+                self.released = True
+                self.release_weights()
+            return out
+        if self.plain is None:
+            self.plain = torch.compile(self.unet, backend="inductor")
+        return self.plain(*args, **kwargs)
+
+
 def compiled(unet: torch.nn.Module, backend: str = "inductor") -> Any:
-    """`torch.compile(unet)` for this backend, made once per U-Net (compilation waits for the first call)."""
+    """`torch.compile(unet)` for this backend, made once per U-Net (compilation waits for the first call).
+    Inductor on the CPU freezes the weights (FrozenOnCpu); on a GPU it compiles with its defaults."""
     cache = unet.__dict__.setdefault("_compiled_by_backend", {})  # a plain attribute, not a submodule
     if backend not in cache:
-        cache[backend] = torch.compile(unet, backend=backend)
+        on_cpu = all(p.device.type == "cpu" for p in unet.parameters())
+        cache[backend] = (FrozenOnCpu(unet) if backend == "inductor" and on_cpu
+                          else torch.compile(unet, backend=backend))
     return cache[backend]
 
 
@@ -140,5 +186,5 @@ def move_module(module: torch.nn.Module, device: torch.device, *, pinned: bool) 
     module.to(device, non_blocking=device.type == "cuda")
 
 
-__all__ = ["DTYPES", "SpeedSettings", "apply_process_settings", "channels_last", "compiled", "cpu_has_bf16", "fuse_qkv",
-           "move_module", "pin_to_cpu", "unfuse_qkv"]
+__all__ = ["DTYPES", "FrozenOnCpu", "SpeedSettings", "apply_process_settings", "channels_last", "compiled",
+           "cpu_has_bf16", "fuse_qkv", "move_module", "pin_to_cpu", "unfuse_qkv"]
