@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,14 +155,36 @@ class FrozenOnCpu:
         return out
 
 
+_frozen_unets: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+_frozen_count = 0
+
+
+def _forget_unloaded_frozen() -> None:
+    """Dynamo's cache keeps frozen code, and with it the weights it froze, after its U-Net is gone;
+    when one is gone, clear that cache before freezing another (live ones compile again, from the
+    on-disk cache). Done here, never from a finalizer, which could run in the middle of a compile."""
+    global _frozen_count
+    if len(_frozen_unets) < _frozen_count:
+        torch._dynamo.reset()
+        _frozen_count = len(_frozen_unets)
+        for unet in _frozen_unets:  # freezing again reads their weights: drop the pages again after
+            unet.__dict__["_compiled_by_backend"]["inductor"].released = False
+
+
 def compiled(unet: torch.nn.Module, backend: str = "inductor") -> Any:
     """`torch.compile(unet)` for this backend, made once per U-Net (compilation waits for the first call).
     Inductor on the CPU freezes the weights (FrozenOnCpu); on a GPU it compiles with its defaults."""
+    global _frozen_count
     cache = unet.__dict__.setdefault("_compiled_by_backend", {})  # a plain attribute, not a submodule
     if backend not in cache:
         on_cpu = all(p.device.type == "cpu" for p in unet.parameters())
-        cache[backend] = (FrozenOnCpu(unet) if backend == "inductor" and on_cpu
-                          else torch.compile(unet, backend=backend))
+        if backend == "inductor" and on_cpu:
+            _forget_unloaded_frozen()
+            cache[backend] = FrozenOnCpu(unet)
+            _frozen_unets.add(unet)
+            _frozen_count += 1
+        else:
+            cache[backend] = torch.compile(unet, backend=backend)
     return cache[backend]
 
 
