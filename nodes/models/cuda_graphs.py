@@ -117,8 +117,12 @@ def fingerprint(unet: torch.nn.Module) -> tuple | None:
         if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__:
             return None
     processors = getattr(unet, "attn_processors", {})
-    return (tuple(t.data_ptr() for t in unet.parameters()) + tuple(t.data_ptr() for t in unet.buffers()),
-            tuple((name, id(proc)) for name, proc in processors.items()))
+    return weight_addresses(unet), tuple((name, id(proc)) for name, proc in processors.items())
+
+
+def weight_addresses(unet: torch.nn.Module) -> tuple[int, ...]:
+    """Where every weight lives now: code recorded or frozen with other addresses must not run."""
+    return tuple(t.data_ptr() for t in unet.parameters()) + tuple(t.data_ptr() for t in unet.buffers())
 
 
 def drop(module: torch.nn.Module) -> None:
@@ -129,4 +133,4 @@ def drop(module: torch.nn.Module) -> None:
         graphs.seen.clear()
 
 
-__all__ = ["KEEP", "UNetGraphs", "drop", "fingerprint", "graphs_of"]
+__all__ = ["KEEP", "UNetGraphs", "drop", "fingerprint", "graphs_of", "weight_addresses"]

@@ -15,6 +15,7 @@ import main
 from cli.args import parse_args
 from nodes.base.errors import ModelLoadError
 from nodes.base.handles import VaeHandle
+from nodes.models.lora import WeightPatch
 from nodes.models.manager import ModelManager
 from nodes.models.speed import SpeedSettings, compiled
 from nodes.models.weights_file import read_state_dict
@@ -135,6 +136,40 @@ def test_compile_flag_runs_the_unet_through_torch_compile(tiny_file):
     assert torch.equal(_sample(model, conds), _sample(plain, conds))
     assert compiled(model.unet, "eager") is model.unet.__dict__["_compiled_by_backend"]["eager"]
     assert "_compiled_by_backend" not in plain.unet.__dict__
+
+
+def test_inductor_on_the_cpu_gives_the_eager_image_and_follows_weight_patches(tiny_file):
+    """--compile on the CPU freezes the weights into the compiled code; a LoRA swapped in for a run
+    must still change the result (the frozen code is bypassed), and the base comes back after."""
+    from nodes.models.patching import Multiply, patched
+    from nodes.models.speed import FrozenOnCpu
+
+    plain, _, _ = ModelManager(force_cpu=True).load_checkpoint(tiny_file("sd1"))
+    model, _, _ = ModelManager(force_cpu=True, speed=SpeedSettings(compile=True)).load_checkpoint(tiny_file("sd1"))
+    conds = _conds(plain.unet.config.cross_attention_dim)
+    # the U-Net agrees to ~1e-6 (below); two steps at cfg 5 of the tiny random model amplify it to ~1e-3
+    torch.testing.assert_close(_sample(model, conds), _sample(plain, conds), rtol=5e-3, atol=5e-3)
+    unet = model.unet
+    fast = compiled(unet)
+    assert isinstance(fast, FrozenOnCpu) and unet.__dict__["_compiled_by_backend"]["inductor"] is fast
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 8, 8, generator=gen), torch.tensor([500.0, 500.0])
+    ctx = torch.randn(2, 7, unet.config.cross_attention_dim, generator=gen)
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return fast(x, t, encoder_hidden_states=ctx).sample, unet(x, t, encoder_hidden_states=ctx).sample
+
+    out, ref = both()
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+    lora = WeightPatch(name="x", strength=1.0, component="unet",
+                       deltas={n: Multiply(1.5) for n, p in unet.named_parameters() if p.dim() == 4})
+    with patched(unet, [lora], "unet"):
+        patched_out, patched_ref = both()
+    assert (patched_ref - ref).abs().max() > 1e-2  # the patch really changes the U-Net
+    assert (patched_out - patched_ref).abs().max() <= 1e-5 * patched_ref.abs().max()
+    again, _ = both()
+    assert (again - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_cpu_bf16_runs_only_when_asked_and_only_on_cpus_with_bf16_units(tiny_file):
