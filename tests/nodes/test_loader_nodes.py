@@ -18,7 +18,7 @@ from nodes.base.folders import ModelPathError, files_of, list_files, resolve
 from nodes.sd import loaders
 from tests.support.sd_engine import SdEngine
 
-from .tiny_models import clip_to_ldm, open_clip_to_ldm, tiny_models, vae_to_ldm, write_component
+from .tiny_models import add_component_files
 
 
 @pytest.fixture
@@ -46,14 +46,7 @@ def test_checkpoint_loader_gives_working_handles(engine, tiny_file, kind):
 
 
 def test_component_loaders(engine, tiny_file, tmp_path):
-    ref = tiny_models("sdxl")
-    engine.add("vae", write_component(tmp_path / "v.safetensors", vae_to_ldm(ref.vae.state_dict(), ref.vae_config)),
-               "xl_vae.safetensors")
-    engine.add("clip", write_component(tmp_path / "l.safetensors", clip_to_ldm(ref.text_encoders[0])),
-               "clip_l.safetensors")
-    engine.add("text_encoders", write_component(tmp_path / "g.safetensors", open_clip_to_ldm(ref.text_encoders[1])),
-               "clip_g.safetensors")
-    engine.add("unet", tiny_file("sd1"), "sd1_unet.safetensors")
+    add_component_files(engine, tiny_file, tmp_path)
     g = GraphBuilder()
     vae = g.node("VAELoader", vae_name="xl_vae.safetensors")
     single = g.node("CLIPLoader", clip_name="clip_l.safetensors", type="stable_diffusion")

@@ -11,22 +11,15 @@ from tests.support.sd_engine import SdEngine
 
 from .test_unclip import unclip_state
 from .tiny_controlnets import tiny_controlnet, write_controlnet
-from .tiny_models import clip_to_ldm, open_clip_to_ldm, tiny_models, vae_to_ldm, write_component
+from .tiny_models import add_component_files
 from .tiny_upscalers import rrdbnet_state, write
 from .tiny_vision import save, write_vision
 
 
 def test_a_prefetched_workflow_runs_on_the_prefetched_loads(tmp_path: Path, tiny_file):
     engine = SdEngine(tmp_path / "root")
-    ref = tiny_models("sdxl")
     engine.add("checkpoints", tiny_file("sd1"), "sd1.safetensors")
-    engine.add("vae", write_component(tmp_path / "v.safetensors", vae_to_ldm(ref.vae.state_dict(), ref.vae_config)),
-               "xl_vae.safetensors")
-    engine.add("clip", write_component(tmp_path / "l.safetensors", clip_to_ldm(ref.text_encoders[0])),
-               "clip_l.safetensors")
-    engine.add("text_encoders", write_component(tmp_path / "g.safetensors", open_clip_to_ldm(ref.text_encoders[1])),
-               "clip_g.safetensors")
-    engine.add("unet", tiny_file("sd1"), "sd1_unet.safetensors")
+    add_component_files(engine, tiny_file, tmp_path)
     write_controlnet(engine.folders.models / "controlnet" / "cn.safetensors", tiny_controlnet(seed=5))
     write(engine.folders.models / "upscale_models" / "up.pth", rrdbnet_state())
     write_vision(engine.folders.models / "clip_vision" / "vision.safetensors")

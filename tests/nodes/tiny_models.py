@@ -128,3 +128,16 @@ def write_diffusers_folder(path: str | Path, kind: str = "sdxl") -> Path:
         {"_class_name": "EulerDiscreteScheduler", "prediction_type": prediction, "num_train_timesteps": 1000}))
     (path / "model_index.json").write_text(json.dumps(index))
     return path
+
+
+def add_component_files(engine: Any, tiny_file: Any, folder: Path) -> None:
+    """Separate model files in an SdEngine's folders: an SDXL VAE (xl_vae), its two text encoders
+    (clip_l, clip_g) and an SD1 U-Net (sd1_unet), as users download them; written under `folder`."""
+    ref = tiny_models("sdxl")
+    engine.add("vae", write_component(folder / "v.safetensors", vae_to_ldm(ref.vae.state_dict(), ref.vae_config)),
+               "xl_vae.safetensors")
+    engine.add("clip", write_component(folder / "l.safetensors", clip_to_ldm(ref.text_encoders[0])),
+               "clip_l.safetensors")
+    engine.add("text_encoders", write_component(folder / "g.safetensors", open_clip_to_ldm(ref.text_encoders[1])),
+               "clip_g.safetensors")
+    engine.add("unet", tiny_file("sd1"), "sd1_unet.safetensors")
