@@ -9,10 +9,9 @@ fails here fails again, with the usual error naming the node, when the job itsel
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,16 +22,15 @@ from typing import Any
 import torch
 
 from graph.sizing import system_memory
+from nodes.base.errors import ModelLoadError
+
+from .weights_file import SAFETENSORS_DTYPES, SAFETENSORS_SUFFIXES, safetensors_header
 
 log = logging.getLogger("sumie.models.prefetch")
 
 # Left free for the running job (activations, decoded images) beyond what a prefetch predicts it needs.
 RESERVE_BYTES = 2 * 1024**3
 RESERVE_FRACTION = 0.1
-_SAFETENSORS = (".safetensors", ".sft")
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}  # float tensors get converted
-_INT_ITEMSIZE = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8}
-_MAX_HEADER = 100 * 1024 * 1024
 
 _local = threading.local()
 
@@ -64,27 +62,16 @@ def record_load(op: str, paths: tuple[str, ...], started: float) -> LoadRecord:
 def _tensor_bytes(path: Path, float_itemsize: int) -> int | None:
     """Bytes a safetensors file's tensors take once float tensors are in the load dtype; None if unreadable."""
     try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > _MAX_HEADER:
-                return None
-            header = json.loads(fh.read(length))
-    except (OSError, struct.error, ValueError, RecursionError):
-        return None
-    if not isinstance(header, dict):
+        header, _ = safetensors_header(path)
+    except (OSError, ModelLoadError):
         return None
     total = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list):
-            return None
-        count = 1
-        for dim in entry["shape"]:
-            count *= int(dim)
-        dtype = entry.get("dtype")
-        size = _ITEMSIZE.get(dtype)
-        total += count * (max(size, float_itemsize) if size is not None else _INT_ITEMSIZE.get(dtype, 8))
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        size = max(dtype.itemsize, float_itemsize) if dtype.is_floating_point else dtype.itemsize
+        total += math.prod(entry["shape"]) * size
     return total
 
 
@@ -95,7 +82,7 @@ def predicted_bytes(paths: Sequence[Path], float_itemsize: int) -> int:
     for path in paths:
         files = [Path(root) / name for root, _, names in os.walk(path) for name in names] if path.is_dir() else [path]
         for file in files:
-            exact = _tensor_bytes(file, float_itemsize) if file.suffix in _SAFETENSORS else None
+            exact = _tensor_bytes(file, float_itemsize) if file.suffix in SAFETENSORS_SUFFIXES else None
             if exact is None:
                 exact = file.stat().st_size * (2 if float_itemsize > 2 else 1)
             total += exact

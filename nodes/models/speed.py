@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from . import cuda_graphs
-from .weights_file import release_file_pages
+from .weights_file import release_clean_pages, release_file_pages
 
 log = logging.getLogger("sumie.models")
 
@@ -137,8 +137,7 @@ class FrozenOnCpu:
         own (prepacked) copy, so keeping both would double the U-Net's memory. Weights mapped from an
         uncompressed file only lose their pages (touching them again, for a patch or a plain call,
         reads the file); weights in ordinary memory (cast from another precision) stay."""
-        for tensor in (*self.unet.parameters(), *self.unet.buffers()):
-            release_file_pages(tensor)
+        release_clean_pages([*self.unet.parameters(), *self.unet.buffers()])  # pages written in place stay
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         addresses = cuda_graphs.weight_addresses(self.unet)

@@ -27,7 +27,7 @@ from nodes.base.errors import ModelLoadError
 SAFETENSORS_SUFFIXES = frozenset({".safetensors", ".sft"})
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap; real headers are well under 1 MB
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
                        "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
                        "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64}
@@ -36,7 +36,7 @@ _mapped_lock = threading.Lock()
 _mapped: dict[int, tuple[int, weakref.ref]] = {}  # start address of a file mapping -> (end, the mapping)
 
 
-def _check_safetensors_header(path: Path) -> tuple[dict, int]:
+def safetensors_header(path: Path) -> tuple[dict, int]:
     """The parsed header and where the data section starts; raises on anything malformed."""
     size = path.stat().st_size
     if size < 8:
@@ -62,7 +62,7 @@ def _check_safetensors_header(path: Path) -> tuple[dict, int]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES:
+        if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
             raise ModelLoadError(path, f"tensor {name!r} has a malformed header entry; expected dtype/shape/offsets")
         offsets = entry.get("data_offsets")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
@@ -76,7 +76,7 @@ def _check_safetensors_header(path: Path) -> tuple[dict, int]:
         count = 1
         for d in shape:
             count *= d
-        if offsets[1] - offsets[0] != count * _SAFETENSORS_DTYPES[entry["dtype"]].itemsize or offsets[0] < 0:
+        if offsets[1] - offsets[0] != count * SAFETENSORS_DTYPES[entry["dtype"]].itemsize or offsets[0] < 0:
             raise ModelLoadError(path, f"tensor {name!r} claims {offsets[1] - offsets[0]} bytes for shape {shape}; "
                                        "expected a safetensors file")
     return header, 8 + header_len
@@ -86,7 +86,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor as a view of one private (copy-on-write) memory map of the file: loading copies
     nothing, the weights are the file's pages, and a tensor written to (a LoRA merged in place) gets
     private copies of only the pages it changes."""
-    header, start = _check_safetensors_header(path)
+    header, start = safetensors_header(path)
     with path.open("rb") as handle:
         if path.stat().st_size == 0:
             raise ModelLoadError(path, "file is empty")
@@ -100,7 +100,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
         begin, end = entry["data_offsets"]
         raw = whole[start + begin:start + end]
         if (start + begin) % dtype.itemsize:  # unaligned (never written so by safetensors): copy it
